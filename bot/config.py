@@ -1,0 +1,227 @@
+"""Settings from the environment and the tables file, read when asked, never at import time.
+
+The tables file (TOML) names the upstream accounts (`[targets.X]`) and the tables people may
+upload to (`[tables.Y]`). Keys this module does not know are kept in `options`/`extra`, so each
+target module and later features (permissions, approvals) own their keys and defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.schema import TARGET_KINDS, Column, ColumnType, TableSchema, TargetKind
+
+DEFAULT_BIGPANDA_URL = "https://api.bigpanda.io"
+DEFAULT_DENGAGE_URL = "https://api.dengage.com/rest"
+
+
+class ConfigError(Exception):
+    """The tables file or the environment is wrong; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    kind: TargetKind
+    base_url: str
+    api_version: str = "2.1"
+    token_env: str | None = None
+    userkey_env: str | None = None
+    password_env: str | None = None
+    # Everything else under [targets.X]: the target module reads its own settings from here.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def secret(self, env_key: str | None, environ: Mapping[str, str] | None = None) -> str:
+        """The value of the environment variable named by `env_key`; the name, never the value, in errors."""
+        env = os.environ if environ is None else environ
+        if not env_key:
+            raise ConfigError(f"target {self.name!r}: no environment variable is named for its credentials")
+        value = env.get(env_key)
+        if not value:
+            raise ConfigError(f"target {self.name!r}: environment variable {env_key} is not set")
+        return value
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    alias: str
+    target: TargetConfig
+    enrichment_id: str | None = None
+    table_name: str | None = None
+    table_id: str | None = None
+    columns: tuple[Column, ...] | None = None
+    column_mapping: Mapping[str, str] = field(default_factory=dict)
+    # Everything else under [tables.Y] (permissions, approval, ...).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> TargetKind:
+        return self.target.kind
+
+    def configured_schema(self) -> TableSchema | None:
+        """The schema written in the tables file, or None when it must be fetched upstream."""
+        if self.columns is None:
+            return None
+        return TableSchema(
+            kind=self.kind,
+            columns=self.columns,
+            table_name=self.table_name or self.enrichment_id,
+            column_mapping=dict(self.column_mapping),
+        )
+
+
+@dataclass(frozen=True)
+class TablesFile:
+    path: Path | None
+    targets: Mapping[str, TargetConfig]
+    tables: Mapping[str, TableConfig]
+
+    def table(self, alias: str) -> TableConfig:
+        try:
+            return self.tables[alias]
+        except KeyError:
+            known = ", ".join(sorted(self.tables)) or "none"
+            raise ConfigError(f"unknown table {alias!r}; the tables file defines: {known}") from None
+
+
+_TARGET_KEYS = {"kind", "base_url", "api_version", "token_env", "userkey_env", "password_env"}
+_TABLE_KEYS = {"target", "enrichment_id", "table_name", "table_id", "columns", "column_mapping",
+               "primary_key", "column_types", "query_columns"}
+
+
+def load_tables_file(path: str | Path) -> TablesFile:
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"tables file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"tables file {p} is not valid TOML: {exc}") from None
+    return parse_tables(data, path=p)
+
+
+def parse_tables(data: Mapping[str, Any], path: Path | None = None) -> TablesFile:
+    where = str(path) if path else "tables file"
+    targets: dict[str, TargetConfig] = {}
+    for name, raw in _section(data, "targets", where).items():
+        targets[name] = _parse_target(name, raw, where)
+    tables: dict[str, TableConfig] = {}
+    for alias, raw in _section(data, "tables", where).items():
+        tables[alias] = _parse_table(alias, raw, targets, where)
+    return TablesFile(path=path, targets=targets, tables=tables)
+
+
+def _section(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: [{key}] must be a table of named entries")
+    return value
+
+
+def _parse_target(name: str, raw: Any, where: str) -> TargetConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: [targets.{name}] must be a table")
+    kind = raw.get("kind")
+    if kind not in TARGET_KINDS:
+        raise ConfigError(f"{where}: [targets.{name}] kind must be one of {', '.join(TARGET_KINDS)}, not {kind!r}")
+    default_url = DEFAULT_BIGPANDA_URL if kind == "bigpanda" else DEFAULT_DENGAGE_URL
+    api_version = str(raw.get("api_version", "2.1"))
+    if kind == "bigpanda" and api_version not in ("2.1", "1.0"):
+        raise ConfigError(f"{where}: [targets.{name}] api_version must be \"2.1\" or \"1.0\", not {api_version!r}")
+    return TargetConfig(
+        name=name,
+        kind=kind,
+        base_url=str(raw.get("base_url", default_url)).rstrip("/"),
+        api_version=api_version,
+        token_env=raw.get("token_env"),
+        userkey_env=raw.get("userkey_env"),
+        password_env=raw.get("password_env"),
+        options={k: v for k, v in raw.items() if k not in _TARGET_KEYS},
+    )
+
+
+def _parse_table(alias: str, raw: Any, targets: Mapping[str, TargetConfig], where: str) -> TableConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: [tables.{alias}] must be a table")
+    target_name = raw.get("target")
+    if target_name not in targets:
+        known = ", ".join(sorted(targets)) or "none"
+        raise ConfigError(f"{where}: [tables.{alias}] target {target_name!r} is not defined; targets: {known}")
+    target = targets[target_name]
+    if target.kind == "bigpanda" and not raw.get("enrichment_id"):
+        raise ConfigError(f"{where}: [tables.{alias}] needs enrichment_id (a BigPanda mapping enrichment)")
+    if target.kind == "dengage" and not (raw.get("table_name") or raw.get("table_id")):
+        raise ConfigError(f"{where}: [tables.{alias}] needs table_name or table_id (a D·engage data table)")
+    mapping = raw.get("column_mapping", {})
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: [tables.{alias}] column_mapping must map table columns to file headers")
+    return TableConfig(
+        alias=alias,
+        target=target,
+        enrichment_id=raw.get("enrichment_id"),
+        table_name=raw.get("table_name"),
+        table_id=raw.get("table_id"),
+        columns=_parse_columns(alias, raw, target.kind, where),
+        column_mapping={str(k): str(v) for k, v in mapping.items()},
+        extra={k: v for k, v in raw.items() if k not in _TABLE_KEYS},
+    )
+
+
+def _parse_columns(alias: str, raw: Mapping[str, Any], kind: TargetKind, where: str) -> tuple[Column, ...] | None:
+    """`columns = ["a", "b"]` plus optional `primary_key`, `column_types`, `query_columns`."""
+    names = raw.get("columns")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{where}: [tables.{alias}] columns must be a list of column names")
+    primary = set(raw.get("primary_key", []))
+    query = set(raw.get("query_columns", []))
+    types = raw.get("column_types", {})
+    for key_name, given in (("primary_key", primary), ("query_columns", query), ("column_types", set(types))):
+        unknown = given - set(names)
+        if unknown:
+            raise ConfigError(f"{where}: [tables.{alias}] {key_name} names unknown columns: {', '.join(sorted(unknown))}")
+    columns = []
+    for name in names:
+        type_name = str(types.get(name, "TEXT")).upper()
+        try:
+            col_type = ColumnType(type_name)
+        except ValueError:
+            allowed = ", ".join(t.value for t in ColumnType)
+            raise ConfigError(f"{where}: [tables.{alias}] column {name!r} has type {type_name!r}; use one of {allowed}") from None
+        role = None
+        if kind == "bigpanda" and query:
+            role = "query_tag" if name in query else "result_tag"
+        columns.append(Column(name=name, type=col_type, primary=name in primary, nullable=name not in primary, role=role))
+    return tuple(columns)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process settings from environment variables (see README, "Configuration")."""
+
+    tables_path: Path | None
+    slack_api_base_url: str | None
+    aws_endpoint_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        tables = env.get("TABLEBOT_CONFIG")
+        return cls(
+            tables_path=Path(tables) if tables else None,
+            slack_api_base_url=env.get("SLACK_API_BASE_URL"),
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
+        )
+
+    def load_tables(self, override: str | Path | None = None) -> TablesFile:
+        path = override or self.tables_path
+        if path is None:
+            raise ConfigError("no tables file: pass --config PATH or set TABLEBOT_CONFIG")
+        return load_tables_file(path)
