@@ -43,7 +43,8 @@ class TableSchema:
     columns: tuple[Column, ...]
     # D·engage: the upstream table name (rules refuse master_contact); BigPanda: the enrichment name.
     table_name: str | None = None
-    # D·engage: file header -> table column, for files whose headers differ from the table's.
+    # D·engage: table column -> file header (the API's tableColumn/fileColumnHeader), for files
+    # whose headers differ from the table's column names.
     column_mapping: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -25,7 +25,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.stamp-* && touch "$stamp"
 fi
 
-nstamp="node_modules/.stamp-$(cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-16)"
+nstamp="node_modules/.stamp-$( (cat package.json; cat package-lock.json 2>/dev/null || true) | sha256sum | cut -c1-16)"
 if [ ! -f "$nstamp" ]; then
   echo "setup: installing npm packages"
   if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi

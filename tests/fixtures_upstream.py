@@ -1,0 +1,1 @@
+"""Fixtures that start the upstream sandboxes (bot/sandbox) on free ports."""
