@@ -75,7 +75,7 @@ def _wait_until(server: Server, ready: Callable[[], Any], timeout: float = 90.0)
         try:
             ready()
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:  # any failure means "not yet"
             last = exc
             time.sleep(0.3)
     server.stop()
