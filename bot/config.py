@@ -149,7 +149,7 @@ def _parse_target(name: str, raw: Any, where: str) -> TargetConfig:
 def _parse_table(alias: str, raw: Any, targets: Mapping[str, TargetConfig], where: str) -> TableConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: [tables.{alias}] must be a table")
-    target_name = raw.get("target")
+    target_name = str(raw.get("target", ""))
     if target_name not in targets:
         known = ", ".join(sorted(targets)) or "none"
         raise ConfigError(f"{where}: [tables.{alias}] target {target_name!r} is not defined; targets: {known}")

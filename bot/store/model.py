@@ -1,0 +1,236 @@
+"""The values a job store keeps and returns: jobs, history entries, table gates.
+
+Everything is an immutable dataclass; a store returns a new value after every write. Times are
+aware UTC datetimes; `Job.expires_at` is the TTL in epoch seconds, as DynamoDB wants it.
+`job_to_record`/`job_from_record` give the one plain (JSON-able) form both stores persist, with
+times as integer microseconds since the epoch, so both stores round-trip a job exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
+
+from bot.store.states import JobState, is_terminal
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+# A clock returns "now" as an aware datetime or epoch seconds; stores take one so tests never sleep.
+Clock = Callable[[], datetime | float]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | float) -> datetime:
+    """An aware UTC datetime from a datetime (aware only) or epoch seconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the job store: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+    return EPOCH + timedelta(seconds=float(value))
+
+
+def to_micros(value: datetime) -> int:
+    return (value - EPOCH) // ONE_MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPart:
+    """One upstream job started for a job: BigPanda has one, a multi-part D·engage upload several."""
+
+    index: int  # 1-based: part `index` of `count`
+    count: int
+    upstream_job_id: str
+    status: str | None = None  # last upstream status word seen by the poller
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What the bot knows when a delivery (event, command, button) first names an upload."""
+
+    table: str  # table alias from the tables file
+    target: str  # target name from the tables file
+    requested_by: str  # Slack user id (or "cli:<user>")
+    source: str  # Slack file id or s3:// URI
+    file_name: str
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    status_ts: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    staging_key: str | None = None
+    # When a worker should first look at the job; None means now (a received job always has work).
+    next_check_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    delivery_key: str
+    state: JobState
+    version: int  # +1 on every write; each write is conditional on it
+    table: str
+    target: str
+    requested_by: str
+    source: str
+    file_name: str
+    created_at: datetime
+    updated_at: datetime
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    status_ts: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    staging_key: str | None = None
+    row_count: int | None = None
+    upstream_parts: tuple[UpstreamPart, ...] = ()
+    attempts: int = 0  # times the job entered `uploading`
+    last_error: str | None = None
+    notified: bool = False  # the ending was posted (set in the write that wins the right to post)
+    approver: str | None = None
+    finished_at: datetime | None = None
+    next_check_at: datetime | None = None  # set: the job is in the due index
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    expires_at: int | None = None  # TTL, epoch seconds; set only on terminal jobs
+
+    @property
+    def is_terminal(self) -> bool:
+        return is_terminal(self.state)
+
+    @property
+    def upstream_job_ids(self) -> tuple[str, ...]:
+        return tuple(p.upstream_job_id for p in sorted(self.upstream_parts, key=lambda p: p.index))
+
+    def lease_active(self, now: datetime) -> bool:
+        return self.lease_owner is not None and self.lease_expires_at is not None and self.lease_expires_at > now
+
+
+class JobChanges(TypedDict, total=False):
+    """Fields a transition or update may change (state, version, times and lease are the store's)."""
+
+    channel_id: str | None
+    thread_ts: str | None
+    status_ts: str | None
+    file_name: str
+    size_bytes: int | None
+    sha256: str | None
+    staging_key: str | None
+    row_count: int | None
+    upstream_parts: tuple[UpstreamPart, ...]
+    attempts: int
+    last_error: str | None
+    notified: bool
+    approver: str | None
+
+
+CHANGEABLE_FIELDS: frozenset[str] = frozenset(JobChanges.__annotations__)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of the audit trail: a job's state changed (or the job was created: from_state None)."""
+
+    job_id: str
+    table: str
+    seq: int  # the job version the change produced; orders a job's history
+    at: datetime
+    actor: str
+    from_state: JobState | None
+    to_state: JobState
+    reason: str
+    expires_at: int | None = None  # the job's: history lives exactly as long as its job
+
+
+@dataclass(frozen=True, slots=True)
+class TableGate:
+    """One per table: which job may call the upstream for it now, and when the last call went out."""
+
+    table: str
+    version: int
+    holder_job_id: str | None = None
+    lease_expires_at: datetime | None = None
+    last_call_at: datetime | None = None
+
+    def held_by_other(self, job_id: str, now: datetime) -> bool:
+        return (
+            self.holder_job_id is not None
+            and self.holder_job_id != job_id
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The answer of `acquire_table_gate`. Not acquired: `reason` says why, `retry_at` when to try."""
+
+    acquired: bool
+    table: str
+    reason: str  # "acquired" | "taken_over" | "held" | "spacing"
+    holder_job_id: str | None
+    retry_at: datetime | None = None
+    previous_holder_job_id: str | None = None
+    gate: TableGate | None = field(default=None, compare=False)
+
+
+JOB_TIME_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "next_check_at", "lease_expires_at"})
+
+
+def job_to_record(job: Job) -> dict[str, Any]:
+    """The plain form of a job: str/int/bool/list values, None for absent, times in microseconds."""
+    record: dict[str, Any] = {}
+    for f in fields(job):
+        value = getattr(job, f.name)
+        if value is None:
+            record[f.name] = None
+        elif f.name in JOB_TIME_FIELDS:
+            record[f.name] = to_micros(value)
+        elif f.name == "state":
+            record[f.name] = str(value)
+        elif f.name == "upstream_parts":
+            record[f.name] = [
+                {"index": p.index, "count": p.count, "upstream_job_id": p.upstream_job_id, "status": p.status}
+                for p in value
+            ]
+        else:
+            record[f.name] = value
+    return record
+
+
+def job_from_record(record: Mapping[str, Any]) -> Job:
+    values: dict[str, Any] = {}
+    for f in fields(Job):
+        value = record.get(f.name)
+        if value is None:
+            continue
+        if f.name in JOB_TIME_FIELDS:
+            values[f.name] = from_micros(int(value))
+        elif f.name == "state":
+            values[f.name] = JobState(value)
+        elif f.name == "upstream_parts":
+            values[f.name] = tuple(
+                UpstreamPart(
+                    index=int(p["index"]),
+                    count=int(p["count"]),
+                    upstream_job_id=str(p["upstream_job_id"]),
+                    status=None if p.get("status") is None else str(p["status"]),
+                )
+                for p in value
+            )
+        elif f.name in {"version", "size_bytes", "row_count", "attempts", "expires_at"}:
+            values[f.name] = int(value)
+        elif f.name == "notified":
+            values[f.name] = bool(value)
+        else:
+            values[f.name] = str(value)
+    return Job(**values)
