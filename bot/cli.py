@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="poll the upstream job until it ends")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--drop-duplicates", action="store_true", help="remove exact duplicate rows, reporting each")
+    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between job status reads (default 5)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds (3600)")
 
     p = sub.add_parser("sandbox", help="serve an emulator of an upstream API on 127.0.0.1")
     p.add_argument("kind", choices=TARGET_KINDS)
@@ -75,28 +77,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sandbox": cmd_sandbox,
         "demo": cmd_demo,
     }
+    from bot.targets.base import UpstreamError
+
     try:
         return handlers[args.command](args)
     except (ConfigError, UsageError) as exc:
         print(f"tablebot {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UpstreamError as exc:  # e.g. the schema of a table without `columns` could not be fetched
+        print(f"tablebot {args.command}: {exc.message}", file=sys.stderr)
+        return EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
 
 
 def _schema_from_args(args: argparse.Namespace) -> TableSchema:
-    if args.table and args.target:
+    target = getattr(args, "target", None)
+    columns_arg = getattr(args, "columns", None)
+    primary_arg = getattr(args, "primary_key", None)
+    if args.table and target:
         raise UsageError("give either --table or --target, not both")
-    if args.target:
-        if not args.columns:
+    if target:
+        if not columns_arg:
             raise UsageError("--target needs --columns a,b,c")
-        names = [c.strip() for c in args.columns.split(",") if c.strip()]
-        primary = {c.strip() for c in (args.primary_key or "").split(",") if c.strip()}
+        names = [c.strip() for c in columns_arg.split(",") if c.strip()]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise UsageError(f"--columns names a column more than once: {', '.join(repeated)}")
+        primary = {c.strip() for c in (primary_arg or "").split(",") if c.strip()}
+        if primary and target != "dengage":
+            raise UsageError("--primary-key is for --target dengage (BigPanda tables have no primary key)")
         unknown = primary - set(names)
         if unknown:
             raise UsageError(f"--primary-key names columns not in --columns: {', '.join(sorted(unknown))}")
         columns = tuple(Column(name=n, primary=n in primary, nullable=n not in primary) for n in names)
-        return TableSchema(kind=args.target, columns=columns)
+        return TableSchema(kind=target, columns=columns)
     if not args.table:
         raise UsageError("give --table ALIAS (with a tables file) or --target bigpanda|dengage --columns a,b,c")
+    if columns_arg or primary_arg:
+        raise UsageError("--columns and --primary-key go with --target; with --table the tables file defines them")
     table = Settings.from_env().load_tables(args.config).table(args.table)
     schema = table.configured_schema()
     if schema is None:
@@ -107,39 +124,150 @@ def _schema_from_args(args: argparse.Namespace) -> TableSchema:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
     from bot.validation import ValidationOptions, format_text, validate
 
     schema = _schema_from_args(args)
     options = ValidationOptions(drop_duplicates=args.drop_duplicates)
+    if args.output is not None and args.output.resolve() == args.file.resolve():
+        raise UsageError("--output must not be the input file (it would be overwritten while read)")
     try:
         source = args.file.open("rb")
     except OSError as exc:
-        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     with source:
         if args.output:
-            with args.output.open("wb") as out:
+            try:
+                out = args.output.open("wb")
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+            with out:
                 report = validate(source, schema, options, output=out)
         else:
             report = validate(source, schema, options)
     if args.format == "json":
-        import json
-
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(format_text(report, file_name=str(args.file)))
+        if args.output:
+            state = "" if report.valid else " (the file is not valid yet: fix the errors above first)"
+            print(f"\nrepaired file written to {args.output}{state}")
     return EXIT_OK if report.valid else EXIT_INVALID
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    raise UsageError("upload is not built yet")
+    """Validate, upload the normalized bytes, and with --wait follow the upstream job(s).
+
+    Exit 0 done (or started, without --wait), 1 invalid, 2 usage/config, 3 upstream refused or
+    the job failed (or did not end within --timeout: it may still finish), 4 upstream unreachable.
+    """
+    import json
+    import tempfile
+
+    import httpx
+
+    from bot.targets import UpstreamError, build_client
+    from bot.targets.runner import run_upload
+    from bot.validation import ValidationOptions, format_text, validate
+
+    if args.poll_interval <= 0 or args.timeout <= 0:
+        raise UsageError("--poll-interval and --timeout must be positive")
+    table = Settings.from_env().load_tables(args.config).table(args.table)
+    if not args.file.is_file():
+        raise UsageError(f"cannot read {args.file}: no such file")
+
+    def progress(line: str) -> None:
+        print(f"tablebot upload: {line}", file=sys.stderr, flush=True)
+
+    def finish(payload: dict[str, object], text: str, code: int) -> int:
+        if args.format == "json":
+            print(json.dumps({**payload, "exit_code": code}, ensure_ascii=False))
+        elif text:
+            print(text)
+        return code
+
+    timeout = httpx.Timeout(float(table.target.options.get("timeout_seconds", 60)), connect=10.0)
+    with httpx.Client(timeout=timeout) as http, tempfile.TemporaryDirectory(prefix="tablebot-upload-") as tmp:
+        client = build_client(table.target, http)  # fails fast (exit 2) when a credential is not set
+        base: dict[str, object] = {"file": str(args.file), "table": table.alias, "target": table.target.name}
+        try:
+            schema = table.configured_schema() or client.fetch_schema(table)
+        except UpstreamError as exc:
+            code = EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
+            progress(f"cannot read the table's schema: {exc.message}")
+            return finish({**base, "state": "schema_unavailable", "message": exc.message}, "", code)
+        normalized = Path(tmp) / "normalized.csv"
+        with args.file.open("rb") as source, normalized.open("wb") as out:
+            report = validate(source, schema, ValidationOptions(drop_duplicates=args.drop_duplicates), output=out)
+        base.update(report.to_dict())
+        if not report.valid:
+            return finish({**base, "state": "invalid"}, format_text(report, file_name=str(args.file)), EXIT_INVALID)
+        progress(f"{args.file} is valid ({report.rows:,} rows); uploading to {table.target.name}/{table.alias}")
+        try:
+            result = run_upload(
+                client,
+                table,
+                normalized,
+                wait=args.wait,
+                poll_interval=args.poll_interval,
+                timeout=args.timeout,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            progress("interrupted: an upload already started continues upstream")
+            return 130
+    if result.message:
+        progress(result.message)
+    code = {
+        "done": EXIT_OK,
+        "started": EXIT_OK,
+        "failed": EXIT_UPSTREAM_FAILED,
+        "timed_out": EXIT_UPSTREAM_FAILED,
+        "unreachable": EXIT_UPSTREAM_UNREACHABLE,
+    }[result.outcome]
+    jobs = ", ".join(r.job.job_id for r in result.jobs) or "none"
+    text = f"{table.alias}: {result.outcome} (upstream job{'s' if len(result.jobs) > 1 else ''}: {jobs})"
+    return finish({**base, **result.to_dict()}, text, code)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    raise UsageError("sandbox is not built yet")
+    """Serve an emulator on 127.0.0.1 until interrupted; its base URL is the one line on stdout."""
+    import signal
+
+    from bot.sandbox import create_sandbox, load_settings_file
+
+    try:
+        settings = load_settings_file(args.settings) if args.settings else {}
+        server = create_sandbox(args.kind, settings, port=args.port)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
+    print(server.base_url, flush=True)
+    print(
+        f"tablebot sandbox: {args.kind} emulator listening; admin API at {server.root_url}/_sandbox/; Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops it like Ctrl-C: its temp files are removed
+
+    signal.signal(signal.SIGTERM, stop_on_term)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    raise UsageError("demo is not built yet")
+    from bot.demo import run_demo
+
+    return run_demo()
 
 
 if __name__ == "__main__":

