@@ -119,11 +119,6 @@ class IssueCollector:
         """Whether an issue of this code would be kept (lets callers skip building a message)."""
         return len(self.kept) < self.max_issues or code not in self.counts
 
-    def count_only(self, code: str, severity: Severity, n: int = 1) -> None:
-        self.counts[code] = self.counts.get(code, 0) + n
-        self.severity_counts[severity.value] = self.severity_counts.get(severity.value, 0) + n
-        self.dropped += n
-
     @property
     def errors(self) -> int:
         return self.severity_counts.get(Severity.ERROR.value, 0)
