@@ -178,7 +178,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.file}: no such file")
 
     def progress(line: str) -> None:
-        print(f"tablebot upload: {line}", file=sys.stderr, flush=True)
+        print(f"tablebot: {line}", file=sys.stderr, flush=True)
 
     def finish(payload: dict[str, object], text: str, code: int) -> int:
         if args.format == "json":
@@ -204,6 +204,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         if not report.valid:
             return finish({**base, "state": "invalid"}, format_text(report, file_name=str(args.file)), EXIT_INVALID)
         progress(f"{args.file} is valid ({report.rows:,} rows); uploading to {table.target.name}/{table.alias}")
+        for issue in report.fixes + report.warnings:  # repairs are never silent, even on success
+            progress(f"{issue.severity.value}: {issue.message}")
         try:
             result = run_upload(
                 client,
