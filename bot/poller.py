@@ -1,0 +1,134 @@
+"""The scheduled poller's loop: for most of a minute, hand due jobs to a small thread pool.
+
+EventBridge starts a run every minute (`handlers/poll_jobs.py`); one run keeps asking the store
+for due jobs until `run_seconds` have passed, so a job that ends upstream is reported within
+seconds, not at the next minute. Runs may overlap (a slow run, a Lambda retry): the job lease
+and the conditional writes in `bot.service` make that safe, the pool only makes it fast.
+
+Concurrency: at most `workers` jobs at once, and at most `per_target` of them on one upstream
+target, so a busy target (waiting on its shared rate limiter) cannot hold every worker while
+another target's jobs wait. A step that raises is logged and counted; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from bot.service import POLLER_STATES, JobService, Step
+from bot.store import Job, JobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    run_seconds: float = 50.0  # of the one-minute schedule; leave room for in-flight steps
+    idle_seconds: float = 1.0  # between store queries when nothing is due
+    workers: int = 4
+    per_target: int = 2  # jobs of one target in flight at once
+    batch: int = 100  # due jobs read per query
+
+
+@dataclass
+class RunReport:
+    steps: Counter[str] = field(default_factory=Counter)
+    queries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return sum(self.steps.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "steps": dict(self.steps),
+            "processed": self.processed,
+            "queries": self.queries,
+            "seconds": self.seconds,
+        }
+
+
+class Poller:
+    def __init__(
+        self,
+        store: JobStore,
+        service: JobService,
+        settings: PollerSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.settings = settings or PollerSettings()
+        self._clock = clock
+        self._backlog: list[Job] = []
+        self._stepped: set[str] = set()
+        self._read_at = float("-inf")
+
+    def run(self, run_seconds: float | None = None, stop: threading.Event | None = None) -> RunReport:
+        """Work through due jobs until `run_seconds` (default from settings) pass or `stop` is set;
+        steps in flight at the end are finished before returning."""
+        settings = self.settings
+        started = self._clock()
+        deadline = started + (settings.run_seconds if run_seconds is None else run_seconds)
+        stop = stop or threading.Event()
+        report = RunReport()
+        in_flight: dict[Future[Step], Job] = {}
+        with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="poller") as pool:
+            while True:
+                accepting = self._clock() < deadline and not stop.is_set()
+                if not accepting and not in_flight:
+                    break
+                submitted = 0
+                if accepting and len(in_flight) < settings.workers:
+                    submitted = self._submit_due(pool, in_flight, report)
+                if in_flight:
+                    done, _ = wait(list(in_flight), timeout=settings.idle_seconds, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job = in_flight.pop(future)
+                        try:
+                            report.steps[future.result()] += 1
+                        except Exception:  # process() catches its own; this is a last line of defence
+                            log.exception("job %s: step failed", job.job_id)
+                            report.steps["error"] += 1
+                elif not submitted and accepting:
+                    stop.wait(min(settings.idle_seconds, max(0.0, deadline - self._clock())))
+        report.seconds = self._clock() - started
+        return report
+
+    def _submit_due(self, pool: ThreadPoolExecutor, in_flight: dict[Future[Step], Job], report: RunReport) -> int:
+        """Start due jobs from the backlog, re-reading the store when the backlog is used up or old.
+        A job stepped since the last read is not started again from that (stale) read."""
+        now = self._clock()
+        if not self._backlog or now - self._read_at >= self.settings.idle_seconds:
+            try:
+                self._backlog = self.store.due_jobs(limit=self.settings.batch)
+            except StoreError as exc:
+                log.warning("due jobs could not be read (%s); trying again", exc)
+                return 0
+            self._read_at = now
+            self._stepped.clear()
+            report.queries += 1
+        busy_ids = {job.job_id for job in in_flight.values()}
+        per_target = Counter(job.target for job in in_flight.values())
+        submitted = 0
+        remaining: list[Job] = []
+        for job in self._backlog:
+            if job.job_id in busy_ids or job.job_id in self._stepped or job.state not in POLLER_STATES:
+                continue
+            if len(in_flight) >= self.settings.workers or per_target[job.target] >= self.settings.per_target:
+                remaining.append(job)
+                continue
+            in_flight[pool.submit(self.service.process, job)] = job
+            busy_ids.add(job.job_id)
+            self._stepped.add(job.job_id)
+            per_target[job.target] += 1
+            submitted += 1
+        self._backlog = remaining
+        return submitted

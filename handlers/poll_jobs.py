@@ -1,0 +1,23 @@
+"""Lambda entry point of the scheduled poller (EventBridge, every minute)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.poller import Poller
+from bot.wiring import build_poller
+
+# Built on the first invocation and kept while the container is warm (connections, tokens, limiters).
+_built: dict[str, Poller] = {}
+# Seconds kept free before Lambda's own timeout for the steps still in flight.
+_MARGIN_SECONDS = 10.0
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
+    poller = _built.get("poller")
+    if poller is None:
+        poller = _built["poller"] = build_poller()
+    run_seconds = poller.settings.run_seconds
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        run_seconds = min(run_seconds, context.get_remaining_time_in_millis() / 1000 - _MARGIN_SECONDS)
+    return poller.run(max(0.0, run_seconds)).to_dict()

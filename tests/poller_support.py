@@ -1,0 +1,150 @@
+"""Helpers for the poller tests: a world of real parts (sandboxes, a store, folder staging, the
+local Slack API) and jobs created in the store directly, queued with a staged normalized file."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from slack_sdk import WebClient
+
+from bot.config import TablesFile
+from bot.poller import Poller, PollerSettings
+from bot.service import JobService, PollSettings
+from bot.slack.local_api import LocalSlackApi
+from bot.slack.notify import SlackNotifier
+from bot.staging import FolderStaging
+from bot.store import Job, JobState, JobStore, NewJob
+from bot.wiring import StrictPacing, TargetClients
+from tests.fixtures_upstream import SANDBOX_ENV
+
+CHANNEL = "C0OPS0001"
+ALICE = "U0ALICE01"
+S = JobState
+
+# Fast settings: every wait of the poller in tenths of a second.
+FAST = PollSettings(
+    lease_seconds=5.0,
+    first_check_seconds=0.1,
+    max_check_seconds=0.3,
+    job_timeout_seconds=30.0,
+    error_retry_seconds=0.2,
+    notice_retry_seconds=0.2,
+    gate_recheck_seconds=0.2,
+)
+FAST_LOOP = PollerSettings(run_seconds=1.0, idle_seconds=0.05, workers=4, per_target=2)
+
+HOSTS_CSV = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
+CONTACTS_CSV = b"contact_key,email,city\nc1,a@example.com,Izmir\nc2,b@example.com,Ankara\n"
+
+_delivery = itertools.count(1)
+
+
+@dataclass
+class World:
+    store: JobStore
+    staging: FolderStaging
+    tables: TablesFile
+    slack: LocalSlackApi
+    http: httpx.Client
+    settings: PollSettings = FAST
+    services: list[JobService] = field(default_factory=list)
+
+    def web_client(self) -> WebClient:
+        return WebClient(token=self.slack.bot_token, base_url=self.slack.base_url)
+
+    def service(
+        self, *, store: JobStore | None = None, settings: PollSettings | None = None, worker_id: str | None = None
+    ) -> JobService:
+        """A worker with its own target clients and rate limiters (another Lambda container)."""
+        service = JobService(
+            store or self.store,
+            self.staging,
+            self.tables,
+            TargetClients(self.http, SANDBOX_ENV, StrictPacing()),
+            SlackNotifier(self.web_client()),
+            settings=settings or self.settings,
+            worker_id=worker_id or f"test-worker-{len(self.services) + 1}",
+        )
+        self.services.append(service)
+        return service
+
+    def poller(self, service: JobService | None = None, settings: PollerSettings = FAST_LOOP) -> Poller:
+        service = service or self.service()
+        return Poller(service.store, service, settings)
+
+    def queue_job(self, table: str, data: bytes, *, file_name: str | None = None, stage: bool = True) -> Job:
+        """A job as the Slack front end leaves it: a thread with a status message, the normalized
+        file staged, validated, queued."""
+        n = next(_delivery)
+        key = f"uploads/{table}/d{n}/normalized.csv"
+        if stage:
+            self.staging.put(key, [data])
+        parent = self.slack.post_user_message(CHANNEL, ALICE, f"upload {table} #{n}")
+        client = self.web_client()
+        status = client.chat_postMessage(channel=CHANNEL, thread_ts=parent["ts"], text="Validating…")
+        job, _ = self.store.create_job(
+            f"Ev{n}-{time.monotonic_ns()}",
+            NewJob(
+                table=table,
+                target=self.tables.table(table).target.name,
+                requested_by=ALICE,
+                source=f"F{n}",
+                file_name=file_name or f"{table}.csv",
+                channel_id=CHANNEL,
+                thread_ts=parent["ts"],
+                status_ts=status["ts"],
+                size_bytes=len(data),
+                staging_key=key,
+            ),
+        )
+        job = self.store.transition(job, S.VALIDATING, actor="front", reason="validating")
+        return self.store.transition(job, S.QUEUED, actor="front", reason="valid")
+
+    def endings(self, job: Job) -> list[dict[str, Any]]:
+        """The ending posts in the job's thread (everything after the status message)."""
+        assert job.thread_ts is not None
+        thread = self.slack.thread(CHANNEL, job.thread_ts)
+        return [m for m in thread[1:] if m["ts"] != job.status_ts]
+
+    def status_text(self, job: Job) -> str:
+        assert job.status_ts is not None
+        return str(self.slack.message(CHANNEL, job.status_ts)["text"])
+
+
+def run_until(
+    pollers: Iterable[Poller], done: Callable[[], bool], *, timeout: float = 30.0, run_seconds: float = 0.5
+) -> None:
+    """Run the pollers side by side (threads), a short run after another, until `done()`."""
+    pollers = list(pollers)
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the pollers did not reach the expected state in time")
+        threads = [threading.Thread(target=p.run, args=(run_seconds,)) for p in pollers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def all_ended(store: JobStore, jobs: Iterable[Job]) -> Callable[[], bool]:
+    ids = [j.job_id for j in jobs]
+    return lambda: all(store.get_job(i).is_terminal for i in ids)
+
+
+def write_poller_tables(path: Path, bigpanda_url: str, dengage_url: str, dengage_extra: str = "") -> TablesFile:
+    from bot.config import load_tables_file
+    from tests.fixtures_upstream import write_tables_file
+
+    write_tables_file(path, bigpanda_url=bigpanda_url, dengage_url=dengage_url)
+    if dengage_extra:
+        text = path.read_text().replace("[tables.hosts]", f"{dengage_extra}\n\n[tables.hosts]", 1)
+        path.write_text(text)
+    return load_tables_file(path)

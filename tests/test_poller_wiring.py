@@ -1,0 +1,148 @@
+"""The Lambda entry point built from environment settings, and the Block Kit of endings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.config import ConfigError, TablesFile
+from bot.service import Ending
+from bot.slack.local_api import LocalSlackApi
+from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
+from bot.staging import FolderStaging
+from bot.store import Job, JobState, SqliteJobStore
+from bot.wiring import StrictPacing, TargetClients, poll_settings_from_env
+from handlers import poll_jobs
+from tests.fixtures_upstream import SANDBOX_ENV
+from tests.poller_support import ALICE, CHANNEL, HOSTS_CSV, World
+
+S = JobState
+
+
+class LambdaContext:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+@pytest.fixture
+def slack() -> Iterator[LocalSlackApi]:
+    with LocalSlackApi() as api:
+        api.add_channel(CHANNEL, "ops")
+        api.add_user(ALICE, "alice")
+        yield api
+
+
+def test_handler_builds_from_the_environment_and_ends_a_job(
+    tmp_path: Path, slack: LocalSlackApi, upstream_tables: TablesFile, monkeypatch: pytest.MonkeyPatch, http: object
+) -> None:
+    assert upstream_tables.path is not None
+    env = {
+        **SANDBOX_ENV,
+        "TABLEBOT_CONFIG": str(upstream_tables.path),
+        "TABLEBOT_STORE_PATH": str(tmp_path / "jobs.sqlite3"),
+        "TABLEBOT_STAGING_DIR": str(tmp_path / "staging"),
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_API_BASE_URL": slack.base_url,
+        "TABLEBOT_POLL_RUN_SECONDS": "0.5",
+        "TABLEBOT_POLL_FIRST_CHECK_SECONDS": "0.1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TABLEBOT_JOBS_TABLE", raising=False)
+    monkeypatch.delenv("TABLEBOT_STAGING_BUCKET", raising=False)
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    world = World(store, FolderStaging(tmp_path / "staging"), upstream_tables, slack, http)  # type: ignore[arg-type]
+    job = world.queue_job("hosts", HOSTS_CSV)
+    poll_jobs._built.clear()
+    try:
+        deadline = time.monotonic() + 30
+        while not store.get_job(job.job_id).is_terminal:
+            assert time.monotonic() < deadline, "the handler did not end the job"
+            # 10.3 s left in Lambda minus the 10 s margin: this run is cut to 0.3 s.
+            report = poll_jobs.handler({"source": "aws.events"}, LambdaContext(10.3))
+            assert set(report) == {"steps", "processed", "queries", "seconds"}
+            assert float(report["seconds"]) < 5  # type: ignore[arg-type]
+    finally:
+        poll_jobs._built.clear()
+    assert store.get_job(job.job_id).state is S.DONE
+    assert len(world.endings(job)) == 1
+    store.close()
+
+
+def test_settings_refuse_nonsense_with_the_variable_named() -> None:
+    assert poll_settings_from_env({"TABLEBOT_JOB_TIMEOUT_SECONDS": "90"}).job_timeout_seconds == 90
+    with pytest.raises(ConfigError, match="TABLEBOT_LEASE_SECONDS"):
+        poll_settings_from_env({"TABLEBOT_LEASE_SECONDS": "soon"})
+    with pytest.raises(ConfigError, match="positive"):
+        poll_settings_from_env({"TABLEBOT_POLL_FIRST_CHECK_SECONDS": "0"})
+
+
+def _job() -> Job:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    return Job(
+        job_id="20300101T000000Z-abc",
+        delivery_key="Ev1",
+        state=S.SUBMITTED,
+        version=3,
+        table="hosts",
+        target="bp",
+        requested_by=ALICE,
+        source="F1",
+        file_name="hosts.csv",
+        created_at=now,
+        updated_at=now,
+        row_count=1200,
+    )
+
+
+def test_failed_ending_has_retry_button_with_job_id_and_others_do_not() -> None:
+    job = _job()
+    text, blocks = ending_message(
+        job, Ending(S.FAILED, "BigPanda refused it (400): bad header", "BigPanda", ("j1",), True)
+    )
+    actions = [b for b in blocks if b["type"] == "actions"]
+    assert [(e["action_id"], e["value"]) for a in actions for e in a["elements"]] == [(RETRY_ACTION_ID, job.job_id)]
+    assert "bad header" in text and "1,200 rows" in text
+    for state in (S.DONE, S.TIMED_OUT):
+        _, other = ending_message(job, Ending(state, None, "BigPanda", ("j1",), False))
+        assert not [b for b in other if b["type"] == "actions"]
+        assert "`j1`" in str(other)
+
+
+def test_long_reasons_are_cut_to_slacks_section_limit() -> None:
+    _, blocks = ending_message(_job(), Ending(S.FAILED, "x" * 10_000, "D·engage", (), True))
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert all(len(t) <= SECTION_TEXT_LIMIT for t in texts) and any(t.endswith("…") for t in texts)
+    assert "part 2 of 3" in progress_message(_job(), "part 2 of 3 sent")[0]
+
+
+def test_clients_of_one_target_share_one_burstless_limiter(upstream_tables: TablesFile) -> None:
+    pacing = StrictPacing()
+    table = upstream_tables.table("hosts")
+    with httpx.Client() as http:
+        first = TargetClients(http, SANDBOX_ENV, pacing)(table)
+        second = TargetClients(http, SANDBOX_ENV, pacing)(table)  # another poller of the same process
+    assert first is not second
+    limiter = pacing.limiter("bigpanda|" + table.target.base_url + "|TEST_BIGPANDA_TOKEN", 5.0)
+    assert limiter is pacing.limiter("bigpanda|" + table.target.base_url + "|TEST_BIGPANDA_TOKEN", 5.0)
+    assert limiter.burst == 1.0 and limiter.rate < 5.0
+    # Six requests in a row take at least five spacings of 1/rate: never 5 + 5 in one second.
+    ticks: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    paced = StrictPacing().limiter("k", 5.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(6):
+        paced.acquire()
+        ticks.append(now[0])
+    assert ticks[5] - ticks[0] >= 1.0
