@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checks the deployment offline: builds the Lambda package, packages serverless.yml with
+# `osls package` (no AWS credentials, no network: dummy credentials below), checks that every
+# function's handler module is in the package, and lints the CloudFormation template with
+# cfn-lint. Exits non-zero on any error. Run `bash scripts/setup.sh` first.
+#
+#   bash scripts/check-deploy.sh
+#
+# TABLES_FILE (default examples/tables.toml) is the tables file packaged for the check.
+# LAMBDA_PYTHON, when set (or when `python3.12` runs), is used to import the handler modules
+# from the built package, as Lambda's python3.12 runtime would.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tables_file=${TABLES_FILE:-examples/tables.toml}
+stage=ci
+cfn_lint_spec='cfn-lint>=1,<2'
+
+fail() {
+  echo "check-deploy: $*" >&2
+  exit 1
+}
+
+[ -x .venv/bin/python ] || fail ".venv is missing; run: bash scripts/setup.sh"
+[ -x node_modules/.bin/osls ] || fail "osls is not installed (npm); run: bash scripts/setup.sh"
+if [ ! -x .venv/bin/cfn-lint ]; then
+  echo "check-deploy: installing $cfn_lint_spec into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$cfn_lint_spec"
+fi
+
+bash scripts/build-lambda.sh "$tables_file"
+
+# osls wants credentials to exist even for `package`, which calls no AWS API. These are fake.
+export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
+export AWS_SECRET_ACCESS_KEY=not-a-real-secret
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN
+export SLS_TELEMETRY_DISABLED=1 SLS_NOTIFICATIONS_MODE=off
+
+template=.serverless/cloudformation-template-update-stack.json
+
+check_template() {
+  # Every function's handler must name a module in the package: a missing file would only
+  # show at the first request after a deploy.
+  .venv/bin/python - "$template" <<'PY'
+import json
+import sys
+import zipfile
+
+template = json.load(open(sys.argv[1]))
+names = set(zipfile.ZipFile("build/lambda.zip").namelist())
+missing = []
+for logical_id, resource in template["Resources"].items():
+    if resource["Type"] != "AWS::Lambda::Function":
+        continue
+    handler = resource["Properties"]["Handler"]
+    module = handler.rsplit(".", 1)[0] + ".py"
+    if module not in names:
+        missing.append(f"{logical_id}: handler {handler} needs {module}, which is not in build/lambda.zip")
+if missing:
+    sys.exit("check-deploy: " + "\n  ".join(missing))
+PY
+  # W3005 (a DependsOn also implied by a Ref/GetAtt) is how Serverless writes its templates.
+  .venv/bin/cfn-lint --ignore-checks W3005 -- "$template" || fail "cfn-lint found problems in $template ($1)"
+  echo "check-deploy: $1: template valid (cfn-lint clean)"
+}
+
+# 1. As a first deploy would be: no source buckets.
+node_modules/.bin/osls package --stage "$stage" || fail "osls package failed"
+check_template "default settings"
+
+# 2. With source prefixes, so the generated source-read policy is packaged and linted too.
+node_modules/.bin/osls package --stage "$stage" \
+  --param="sourcePrefixes=example-ops-tables/tablebot/uploads/,s3://example-exports/" || fail "osls package (sources) failed"
+check_template "with sourcePrefixes"
+
+# 3. Import the handlers the way Lambda does, when a Python 3.12 is at hand.
+lambda_python=${LAMBDA_PYTHON:-python3.12}
+if "$lambda_python" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
+  unpacked=$(mktemp -d)
+  trap 'rm -rf "$unpacked"' EXIT
+  .venv/bin/python -c 'import sys, zipfile; zipfile.ZipFile("build/lambda.zip").extractall(sys.argv[1])' "$unpacked"
+  (
+    cd "$unpacked"
+    # Nothing may be reached at import time: point Slack at a closed port, give no real secret.
+    env -i PATH="$PATH" HOME="$unpacked" TABLEBOT_CONFIG="$unpacked/tables.toml" \
+      SLACK_SIGNING_SECRET=check-deploy SLACK_BOT_TOKEN=xoxb-check-deploy SLACK_API_BASE_URL=http://127.0.0.1:9/api/ \
+      AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=not-a-real-secret \
+      "$lambda_python" -I -c '
+import importlib, pathlib, sys
+sys.path.insert(0, ".")
+for path in sorted(pathlib.Path("handlers").glob("*.py")):
+    if path.stem == "__init__":
+        continue
+    module = importlib.import_module(f"handlers.{path.stem}")
+    if not callable(getattr(module, "handler", None)):
+        sys.exit(f"check-deploy: handlers/{path.name} has no handler(event, context)")
+    print(f"check-deploy: handlers.{path.stem} imports on Python {sys.version.split()[0]}")
+'
+  ) || fail "the handlers do not import from build/lambda.zip on Python 3.12"
+else
+  echo "check-deploy: no Python 3.12 found (set LAMBDA_PYTHON): skipped importing the handlers from the package"
+fi
+echo "check-deploy: ok"
