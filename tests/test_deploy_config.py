@@ -224,8 +224,6 @@ def test_every_environment_variable_set_is_one_the_code_reads(service: dict[str,
     assert service["provider"]["environment"]["TABLEBOT_STAGING_BUCKET"] == {"Ref": "StagingBucket"}
 
 
-
-
 def test_the_table_is_the_stores_own_definition(resources: dict[str, Any], service: dict[str, Any]) -> None:
     table = resources["JobsTable"]
     assert table["Type"] == "AWS::DynamoDB::Table"

@@ -1,0 +1,400 @@
+"""Intake: a new upload from a Slack file or an S3 object, up to the point the poller takes over.
+
+    open(upload)  → the job, created once per delivery (file id + channel, or the command's
+                    trigger): a retried Slack event or a second delivery path finds the same job
+    run(job, ...) → received → validating → stage the file → validate (the repaired file goes to
+                    staging as `normalized.csv`) → change preview (BigPanda) →
+                    `invalid` | `awaiting_approval` (approver, or a Confirm of many removals) | `queued`
+    approve / reject / cancel: the buttons' state changes, each one conditional write
+
+Nothing here imports Slack: results are values (`IntakeResult`) that the Slack layer renders, and
+permissions are decided by the caller (which passes `approval`/`max_removed_share` in).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+
+from bot.config import ConfigError, TableConfig, TablesFile
+from bot.preview import ChangePreview, diff_versions
+from bot.schema import TableSchema
+from bot.sources import SourceError, SourceSettings, StagedFile, stage_s3_object, stage_slack_file
+from bot.staging import Staging, StagingError
+from bot.staging.layout import job_prefix, normalized_key, original_key, previous_version
+from bot.store import InvalidTransition, Job, JobConflict, JobState, JobStore, NewJob, StoreError
+from bot.targets import UpstreamError
+from bot.validation import Report, ValidationOptions, summary_line, validate
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+S = JobState
+ACTOR = "tablebot"
+
+# States a Cancel may end: nothing has been sent upstream yet.
+CANCELLABLE = frozenset({S.RECEIVED, S.VALIDATING, S.AWAITING_APPROVAL, S.QUEUED})
+
+SchemaFor = Callable[[TableConfig], TableSchema]
+Progress = Callable[[Job, str], None]
+# Called once a file is valid, before the job moves on (to `queued` the poller may take it at once,
+# so whatever the thread should show before the upload starts is posted here).
+OnValid = Callable[[Job, Report, "ChangePreview | None", bool], None]
+
+
+@dataclass(frozen=True)
+class SlackFileRef:
+    file_id: str
+    url: str  # url_private_download
+    name: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class S3Ref:
+    uri: str
+
+    @property
+    def name(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1] or self.uri
+
+
+FileRef = SlackFileRef | S3Ref
+
+
+@dataclass(frozen=True)
+class Upload:
+    table: str
+    requested_by: str
+    file: FileRef
+    delivery_key: str  # one job per key: "file:<id>:<channel>" or "command:<trigger id>"
+    channel_id: str | None = None
+    thread_ts: str | None = None
+
+
+Kind = Literal["invalid", "unreadable", "awaiting_approval", "awaiting_confirmation", "queued", "stopped", "skipped"]
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """How intake left the job. `message` says what happened when there is no report."""
+
+    kind: Kind
+    job: Job
+    report: Report | None = None
+    preview: ChangePreview | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    file_name: str
+    report: Report | None = None
+    message: str | None = None  # the file could not be read or checked
+
+
+class Refused(Exception):
+    """A button or command that cannot be done now; the message is for the person who asked."""
+
+
+class Fetcher:
+    """Streams a Slack file or an S3 object into staging (see `bot.sources`)."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        bot_token: str,
+        settings: SourceSettings,
+        s3_client: S3Client | None = None,
+    ) -> None:
+        self.http = http
+        self.bot_token = bot_token
+        self.settings = settings
+        self.s3_client = s3_client
+
+    def stage(self, staging: Staging, file: FileRef, key: str) -> StagedFile:
+        if isinstance(file, SlackFileRef):
+            return stage_slack_file(
+                self.http,
+                staging,
+                url=file.url,
+                token=self.bot_token,
+                key=key,
+                file_name=file.name,
+                declared_size=file.size,
+                settings=self.settings,
+            )
+        if self.s3_client is None:
+            raise SourceError(
+                "not_allowed", "Reading files from S3 is not set up for this bot. Share the CSV in Slack."
+            )
+        return stage_s3_object(self.s3_client, staging, uri=file.uri, key=key, settings=self.settings)
+
+
+class Intake:
+    def __init__(
+        self,
+        store: JobStore,
+        staging: Staging,
+        tables: TablesFile,
+        schema_for: SchemaFor,
+        fetcher: Fetcher,
+        *,
+        options: ValidationOptions | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.staging = staging
+        self.tables = tables
+        self.schema_for = schema_for
+        self.fetcher = fetcher
+        self.options = options or ValidationOptions(max_bytes=fetcher.settings.max_bytes)
+        self.work_dir = work_dir
+
+    # -- a new upload ----------------------------------------------------------------------------
+
+    def open(self, upload: Upload) -> tuple[Job, bool]:
+        """The job for this delivery, created once: `(job, False)` when it already existed."""
+        table = self.tables.table(upload.table)
+        new = NewJob(
+            table=table.alias,
+            target=table.target.name,
+            requested_by=upload.requested_by,
+            source=upload.file.file_id if isinstance(upload.file, SlackFileRef) else upload.file.uri,
+            file_name=upload.file.name,
+            channel_id=upload.channel_id,
+            thread_ts=upload.thread_ts,
+            size_bytes=upload.file.size if isinstance(upload.file, SlackFileRef) else None,
+        )
+        return self.store.create_job(upload.delivery_key, new)
+
+    def attach_status(self, job: Job, *, thread_ts: str | None, status_ts: str | None) -> Job:
+        """Record where the job's thread and status message are (for the poller's notices)."""
+        return self.store.update(job, changes={"thread_ts": thread_ts, "status_ts": status_ts})
+
+    def run(
+        self,
+        job: Job,
+        file: FileRef,
+        *,
+        approval: bool = False,
+        max_removed_share: float = 0.2,
+        progress: Progress = lambda job, text: None,
+        on_valid: OnValid = lambda job, report, preview, waits: None,
+    ) -> IntakeResult:
+        """Stage, validate and decide. Never raises for the upload's own trouble: a file that cannot
+        be read or checked ends the job with a message that says what to do."""
+        if job.state is not S.RECEIVED:
+            return IntakeResult("skipped", job, message=f"job {job.job_id} is already {job.state}")
+        job = self.store.transition(job, S.VALIDATING, actor=ACTOR, reason="checking the file")
+        try:
+            return self._run(job, file, approval, max_removed_share, progress=progress, on_valid=on_valid)
+        except JobConflict as exc:  # cancelled meanwhile (Cancel button): leave it as it is now
+            return IntakeResult("skipped", exc.current, message=f"job {job.job_id} changed meanwhile")
+        except Exception:
+            log.exception("job %s: intake failed", job.job_id)
+            return self._stop(
+                job,
+                "Something went wrong on the bot's side while checking the file, so nothing was uploaded. "
+                "Share the file again; if this repeats, tell the bot's admins (they will find the details "
+                f"in the logs under job {job.job_id}).",
+            )
+
+    def _run(
+        self, job: Job, file: FileRef, approval: bool, max_share: float, *, progress: Progress, on_valid: OnValid
+    ) -> IntakeResult:
+        table = self.tables.table(job.table)
+        progress(job, f"Reading `{file.name}`…")
+        try:
+            staged = self.fetcher.stage(self.staging, file, original_key(table.alias, job.job_id))
+        except SourceError as exc:
+            job = self.store.transition(
+                job, S.INVALID, actor=ACTOR, reason=f"file not read: {exc.code}", changes={"last_error": exc.message}
+            )
+            return IntakeResult("unreadable", job, message=exc.message)
+        job = self.store.update(
+            job, changes={"size_bytes": staged.size, "sha256": staged.sha256, "file_name": staged.file_name}
+        )
+        try:
+            schema = self.schema_for(table)
+        except (UpstreamError, ConfigError) as exc:
+            detail = exc.message if isinstance(exc, UpstreamError) else str(exc)
+            return self._stop(
+                job,
+                f"The bot could not read the columns of `{table.alias}` from {table.target.name} ({detail}), "
+                "so the file was not checked or uploaded. Try again in a few minutes (share the file again).",
+            )
+        progress(job, f"Validating `{staged.file_name}` against `{table.alias}`…")
+        with tempfile.TemporaryDirectory(prefix="tablebot-intake-", dir=self.work_dir) as tmp:
+            normalized = Path(tmp) / "normalized.csv"
+            with self.staging.open(staged.key) as source, normalized.open("wb") as out:
+                report = validate(source, schema, self.options, out)
+            if not report.valid:
+                job = self.store.transition(
+                    job,
+                    S.INVALID,
+                    actor=ACTOR,
+                    reason=summary_line(report)[:300],
+                    changes={"row_count": report.rows, "last_error": summary_line(report, staged.file_name)},
+                )
+                return IntakeResult("invalid", job, report=report)
+            key = normalized_key(table.alias, job.job_id)
+            with normalized.open("rb") as fh:
+                self.staging.put(key, fh)
+            job = self.store.update(job, changes={"staging_key": key, "row_count": report.rows})
+            preview = None
+            if table.kind == "bigpanda":
+                progress(job, "Comparing with the table's last version…")
+                preview = self._preview(table, schema, job, normalized)
+        many_removed = preview is not None and preview.old_rows > 0 and preview.removed_share > max_share
+        on_valid(job, report, preview, approval or many_removed)
+        if approval or many_removed:
+            why = "approval" if approval else f"confirmation: {preview.removed if preview else 0:,} rows removed"
+            job = self.store.transition(job, S.AWAITING_APPROVAL, actor=ACTOR, reason=f"valid; waiting for {why}")
+            kind: Kind = "awaiting_approval" if approval else "awaiting_confirmation"
+            return IntakeResult(kind, job, report=report, preview=preview)
+        job = self.store.transition(job, S.QUEUED, actor=ACTOR, reason=f"valid: {report.rows:,} rows")
+        return IntakeResult("queued", job, report=report, preview=preview)
+
+    def _preview(self, table: TableConfig, schema: TableSchema, job: Job, new_file: Path) -> ChangePreview | None:
+        def was_done(job_id: str) -> bool:
+            try:
+                return self.store.get_job(job_id).state is S.DONE
+            except StoreError:
+                return False
+
+        previous = previous_version(self.staging, table.alias, job.job_id, accept=was_done)
+        if previous is None:
+            return None
+        keys = [c.name for c in schema.columns if c.role == "query_tag"]
+        try:
+            with self.staging.open(previous.key) as old, new_file.open("rb") as new:
+                return diff_versions(
+                    old,
+                    new,
+                    keys,
+                    reopen_old=lambda: self.staging.open(previous.key),
+                    previous_job_id=previous.job_id,
+                )
+        except StagingError as exc:
+            log.warning("job %s: no change preview (%s)", job.job_id, exc)
+            return None
+
+    def _stop(self, job: Job, message: str) -> IntakeResult:
+        try:
+            current = self.store.get_job(job.job_id)
+            if current.state in CANCELLABLE:
+                current = self.store.transition(
+                    current,
+                    S.CANCELLED,
+                    actor=ACTOR,
+                    reason="stopped: could not be checked",
+                    changes={"last_error": message},
+                )
+            return IntakeResult("stopped", current, message=message)
+        except StoreError:
+            log.exception("job %s: could not record the stop", job.job_id)
+            return IntakeResult("stopped", job, message=message)
+
+    # -- a dry run -------------------------------------------------------------------------------
+
+    def dry_run(self, table_alias: str, file: FileRef) -> DryRun:
+        """Validate without a job and without keeping the file."""
+        table = self.tables.table(table_alias)
+        scratch = f"{job_prefix(table.alias, 'dry-' + secrets.token_hex(6))}{'original.csv'}"
+        try:
+            staged = self.fetcher.stage(self.staging, file, scratch)
+        except SourceError as exc:
+            return DryRun(file.name, message=exc.message)
+        try:
+            schema = self.schema_for(table)
+            with self.staging.open(staged.key) as source:
+                return DryRun(staged.file_name, report=validate(source, schema, self.options))
+        except (UpstreamError, ConfigError) as exc:
+            detail = exc.message if isinstance(exc, UpstreamError) else str(exc)
+            return DryRun(file.name, message=f"The bot could not read the columns of `{table.alias}` ({detail}).")
+        finally:
+            self.staging.delete(staged.key)
+
+    # -- buttons ---------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> Job:
+        try:
+            return self.store.get_job(job_id)
+        except StoreError:
+            raise Refused(f"There is no upload `{job_id}`.") from None
+
+    def release(self, job_id: str, actor: str, *, how: Literal["approved", "confirmed"]) -> Job:
+        """Approve (or Confirm) a job waiting in `awaiting_approval`: it goes to `queued`."""
+        job = self._job(job_id)
+        if job.state is not S.AWAITING_APPROVAL:
+            raise Refused(_already(job))
+        try:
+            return self.store.transition(
+                job, S.QUEUED, actor=actor, reason=f"{how} by {actor}", changes={"approver": actor}
+            )
+        except JobConflict as exc:
+            raise Refused(_already(exc.current)) from None
+
+    def reject(self, job_id: str, actor: str) -> Job:
+        job = self._job(job_id)
+        if job.state is not S.AWAITING_APPROVAL:
+            raise Refused(_already(job))
+        try:
+            return self.store.transition(
+                job,
+                S.CANCELLED,
+                actor=actor,
+                reason=f"rejected by {actor}",
+                changes={"approver": actor, "last_error": f"rejected by {actor}"},
+            )
+        except JobConflict as exc:
+            raise Refused(_already(exc.current)) from None
+
+    def cancel(self, job_id: str, actor: str) -> Job:
+        job = self._job(job_id)
+        if job.state not in CANCELLABLE:
+            raise Refused(_already(job) + " Only an upload not yet sent upstream can be cancelled.")
+        try:
+            return self.store.transition(
+                job,
+                S.CANCELLED,
+                actor=actor,
+                reason=f"cancelled by {actor}",
+                changes={"last_error": f"cancelled by {actor}"},
+            )
+        except (JobConflict, InvalidTransition) as exc:
+            current = exc.current if isinstance(exc, JobConflict) else self._job(job_id)
+            raise Refused(_already(current) + " Only an upload not yet sent upstream can be cancelled.") from None
+
+
+_STATE_WORDS = {
+    S.RECEIVED: "just received",
+    S.VALIDATING: "being checked",
+    S.INVALID: "invalid (not uploaded)",
+    S.AWAITING_APPROVAL: "waiting for approval",
+    S.QUEUED: "queued for upload",
+    S.UPLOADING: "being uploaded",
+    S.SUBMITTED: "uploaded; the upstream job is running",
+    S.DONE: "done",
+    S.FAILED: "failed",
+    S.TIMED_OUT: "without an ending in time",
+    S.CANCELLED: "cancelled",
+}
+
+
+def state_words(state: JobState) -> str:
+    return _STATE_WORDS.get(state, str(state))
+
+
+def _already(job: Job) -> str:
+    who = f" (by <@{job.approver}>)" if job.approver and job.state in (S.QUEUED, S.CANCELLED) else ""
+    return f"Upload `{job.job_id}` is already {state_words(job.state)}{who}."

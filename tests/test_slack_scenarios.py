@@ -1,0 +1,359 @@
+"""Scenarios through the Lambda handler (signed requests, lazy listeners re-invoked in-process)
+against the local Slack API, the BigPanda sandbox, a real job store and folder staging."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.slack.local_api import LocalSlackApi
+from bot.store import DynamoJobStore, JobStore, SqliteJobStore, create_table
+from tests.fixtures_upstream import Upstream
+from tests.slack_support import ALICE, BOB, CAROL, DAVE, OPS, RANDOM, SECRET, Front, S, build_front
+from tests.store_support import dynamodb_client
+
+HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
+
+
+@pytest.fixture
+def slack() -> Iterator[LocalSlackApi]:
+    with LocalSlackApi() as api:
+        api.add_channel(OPS, "ops")
+        api.add_channel(RANDOM, "random")
+        for user, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"), (DAVE, "dave")):
+            api.add_user(user, name)
+        api.add_usergroup("S0ONCALL1", [DAVE])
+        api.add_usergroup("S0LEADS01", [BOB])
+        yield api
+        assert api.internal_errors == []
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[JobStore]:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def front(
+    tmp_path: Path,
+    sqlite_store: JobStore,
+    slack: LocalSlackApi,
+    bigpanda_upstream: Upstream,
+    dengage_upstream: Upstream,
+) -> Iterator[Front]:
+    built = build_front(tmp_path, sqlite_store, slack, bigpanda_upstream.base_url, dengage_upstream.base_url)
+    yield built
+    built.lambdas.join()
+    built.http.close()
+
+
+def _texts(front: Front, thread_ts: str) -> str:
+    return front.transcript(thread_ts)
+
+
+def _upload_done(front: Front, bigpanda: Upstream, user: str, content: bytes, text: str = "hosts") -> str:
+    message = front.share(user, "hosts.csv", content, text=text)
+    job = front.job_in(message["ts"], S.QUEUED)
+    assert front.poll_until_ended(job).state is S.DONE
+    return str(message["ts"])
+
+
+def test_a_valid_file_ends_done_in_its_thread(front: Front, bigpanda_upstream: Upstream) -> None:
+    message = front.share(ALICE, "hosts.csv", b"\xef\xbb\xbf" + HOSTS.replace(b"\n", b"\r\n"), text="new hosts")
+    job = front.job_in(message["ts"], S.QUEUED)
+    assert job.requested_by == ALICE and job.channel_id == OPS and job.row_count == 2 and job.status_ts
+    assert job.staging_key and front.staging.exists(job.staging_key)
+    assert "queued for upload" in front.slack.message(OPS, job.status_ts)["text"]
+    thread = _texts(front, message["ts"])
+    assert "is valid: 2 rows" in thread and "No earlier version" in thread
+    assert "byte order mark" in thread.lower() or "bom" in thread.lower(), "repairs are listed"
+
+    final = front.poll_until_ended(job)
+    assert final.state is S.DONE
+    assert "Done" in front.slack.message(OPS, str(job.status_ts))["text"], "the status message was updated in place"
+    assert "Done" in front.thread(message["ts"])[-1]["text"]
+    stored = json.dumps(bigpanda_upstream.admin.table("demo"))
+    assert "web-2" in stored and "\\ufeff" not in stored
+    assert len(front.slack.messages(OPS)) == 1, "everything about the upload stays in its thread"
+
+
+def test_an_invalid_file_gets_its_issues_and_the_full_report(front: Front, bigpanda_upstream: Upstream) -> None:
+    rows = ["host,service,owner"] + ["web-1,checkout"] * 30 + ["web-2,search,bob"]
+    message = front.share(ALICE, "hosts.csv", ("\n".join(rows) + "\n").encode(), text="hosts")
+    job = front.job_in(message["ts"], S.INVALID)
+    front.wait(lambda: front.slack.calls_to("files.completeUploadExternal"))
+    thread = front.thread(message["ts"])
+    transcript = _texts(front, message["ts"])
+    assert "Not uploaded" in transcript and "line 2" in transcript and "column" in transcript
+    report_file = thread[-1]["files"][0]
+    assert report_file["name"] == "hosts-report.csv"
+    report = list(csv.reader(io.StringIO(front.slack.file_content(report_file["id"]).decode())))
+    assert report[0] == ["line", "column", "code", "severity", "message"]
+    assert sum(1 for r in report[1:] if r[2] == "field_count") == 30
+    assert "Not uploaded" in front.slack.message(OPS, str(job.status_ts))["text"]
+    assert bigpanda_upstream.admin.requests("/map") == [], "nothing was sent upstream"
+
+
+def test_a_few_issues_stay_inline_without_a_report_file(front: Front) -> None:
+    message = front.share(ALICE, "hosts.csv", b"host,service,owner\nweb-1,checkout\n", text="hosts")
+    front.job_in(message["ts"], S.INVALID)
+    front.wait(lambda: "line 2" in _texts(front, message["ts"]))
+    front.lambdas.join()
+    assert not front.slack.calls_to("files.getUploadURLExternal")
+
+
+def test_the_wrong_person_or_channel_is_refused_with_the_reason(front: Front) -> None:
+    by_carol = front.share(CAROL, "hosts.csv", HOSTS, text="hosts")
+    front.wait(lambda: "not on the list" in _texts(front, by_carol["ts"]))
+    assert f"<@{ALICE}>" in _texts(front, by_carol["ts"]) or "S0ONCALL1" in _texts(front, by_carol["ts"])
+
+    in_random = front.share(ALICE, "hosts.csv", HOSTS, text="hosts", channel=RANDOM)
+    front.wait(lambda: "cannot be uploaded from this channel" in front.transcript(in_random["ts"], RANDOM))
+    assert front.jobs() == [], "no job for a refused upload"
+
+    by_dave = front.share(DAVE, "hosts.csv", HOSTS, text="hosts")  # allowed through the on-call group
+    assert front.job_in(by_dave["ts"], S.QUEUED).requested_by == DAVE
+
+
+def test_s3_outside_the_allow_list_is_refused(front: Front) -> None:
+    request = front.command(ALICE, "upload hosts s3://other-bucket/hosts.csv")
+    front.wait(lambda: front.responses(request))
+    assert "not enabled" in front.responses(request)[-1] or "only reads files under" in front.responses(request)[-1]
+    assert front.jobs() == [] and front.slack.messages(OPS) == []
+
+
+def test_slack_retries_and_the_second_delivery_path_make_one_job(front: Front) -> None:
+    shared = front.slack.register_file("hosts.csv", HOSTS, user=ALICE, channel=OPS)
+    message = front.slack.share_file(OPS, ALICE, shared["id"], text="hosts")
+    event = front.signer.file_share_event(OPS, message)
+    assert front.via_lambda(event)["statusCode"] == 200
+    assert front.via_lambda(front.signer.retry(event, 1))["statusCode"] == 200
+    assert front.via_lambda(front.signer.retry(event, 2, "timeout"))["statusCode"] == 200
+    shared_event = front.signer.file_shared_event(shared["id"], user_id=ALICE, channel_id=OPS)
+    assert front.via_lambda(shared_event)["statusCode"] == 200
+    front.job_in(message["ts"], S.QUEUED)
+    front.lambdas.join()
+    assert len(front.jobs()) == 1
+    statuses = [m for m in front.thread(message["ts"]) if "Cancel" in json.dumps(m.get("blocks", []))]
+    assert len(statuses) == 1, "one status message"
+
+
+def test_bad_or_old_signatures_are_refused(front: Front) -> None:
+    good = front.signer.slash_command("/table", "help", user_id=ALICE, channel_id=OPS)
+    assert front.via_lambda(good)["statusCode"] == 200
+    forged = front.signer.slash_command("/table", "help", user_id=ALICE, channel_id=OPS)
+    forged.headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    assert front.via_lambda(forged)["statusCode"] == 401
+    other = front.slack.signer("not-the-secret").slash_command("/table", "help", user_id=ALICE, channel_id=OPS)
+    assert front.via_lambda(other)["statusCode"] == 401
+    stale = front.signer.slash_command(
+        "/table", "help", user_id=ALICE, channel_id=OPS, timestamp=int(time.time()) - 600
+    )
+    assert front.via_lambda(stale)["statusCode"] == 401
+    assert SECRET not in json.dumps(front.via_lambda(forged))
+
+
+def test_approval_is_refused_to_the_requester_and_given_by_an_approver(front: Front) -> None:
+    message = front.share(ALICE, "gated.csv", HOSTS, text="please load gated")
+    job = front.job_in(message["ts"], S.AWAITING_APPROVAL)
+    asking = front.message_with(message["ts"], "approve_job")
+    assert "S0LEADS01" in json.dumps(asking["blocks"])
+
+    front.click(asking, "approve_job", ALICE)
+    front.wait(lambda: any("own upload" in t for t in front.ephemerals(ALICE)))
+    front.click(asking, "approve_job", CAROL)
+    front.wait(lambda: any("not an approver" in t for t in front.ephemerals(CAROL)))
+    assert front.store.get_job(job.job_id).state is S.AWAITING_APPROVAL
+
+    front.click(asking, "approve_job", BOB)
+    queued = front.job_in(message["ts"], S.QUEUED)
+    assert queued.approver == BOB
+    front.wait(lambda: "Approved by" in front.slack.message(OPS, asking["ts"])["text"])
+    assert front.poll_until_ended(queued).state is S.DONE
+    history = [(h.actor, h.to_state) for h in front.store.history_for_job(job.job_id)]
+    assert (BOB, S.QUEUED) in history
+
+
+def test_reject_ends_the_upload(front: Front, bigpanda_upstream: Upstream) -> None:
+    message = front.share(ALICE, "gated.csv", HOSTS, text="gated")
+    job = front.job_in(message["ts"], S.AWAITING_APPROVAL)
+    front.click(front.message_with(message["ts"], "reject_job"), "reject_job", BOB)
+    front.job_in(message["ts"], S.CANCELLED)
+    front.wait(lambda: "Rejected" in front.slack.message(OPS, str(job.status_ts))["text"])
+    assert bigpanda_upstream.admin.requests("/map") == []
+
+
+def test_cancel_before_the_upload_and_not_by_strangers(front: Front, bigpanda_upstream: Upstream) -> None:
+    message = front.share(ALICE, "hosts.csv", HOSTS, text="hosts")
+    job = front.job_in(message["ts"], S.QUEUED)
+    status = front.slack.message(OPS, str(job.status_ts))
+    front.click(status, "cancel_job", CAROL)
+    front.wait(lambda: front.ephemerals(CAROL))
+    assert front.store.get_job(job.job_id).state is S.QUEUED
+    front.click(status, "cancel_job", ALICE)
+    front.job_in(message["ts"], S.CANCELLED)
+    front.wait(lambda: "Cancelled by" in _texts(front, message["ts"]))
+    front.poll_until_ended(job, timeout=3)
+    assert bigpanda_upstream.admin.requests("/map") == []
+    front.click(status, "cancel_job", ALICE)
+    front.wait(lambda: any("already cancelled" in t for t in front.ephemerals(ALICE)))
+
+
+def test_retry_of_a_failed_upload_sends_the_same_file(front: Front, bigpanda_upstream: Upstream) -> None:
+    bigpanda_upstream.admin.fault("job_failed")
+    message = front.share(ALICE, "hosts.csv", HOSTS, text="hosts")
+    job = front.job_in(message["ts"], S.QUEUED)
+    assert front.poll_until_ended(job).state is S.FAILED
+    failed_post = front.message_with(message["ts"], "retry_job")
+    front.click(failed_post, "retry_job", CAROL)
+    front.wait(lambda: front.ephemerals(CAROL))
+    assert front.store.get_job(job.job_id).state is S.FAILED
+    front.click(failed_post, "retry_job", ALICE)
+    queued = front.job_in(message["ts"], S.QUEUED)
+    assert front.poll_until_ended(queued).state is S.DONE
+    assert len(bigpanda_upstream.admin.requests("/map")) == 2
+
+
+def test_many_removed_rows_wait_for_a_confirmation(front: Front, bigpanda_upstream: Upstream) -> None:
+    first = b"host,service,owner\n" + b"".join(b"web-%d,svc,team\n" % i for i in range(10))
+    _upload_done(front, bigpanda_upstream, ALICE, first)
+    # 3 of 10 rows removed (30% > 20%), one changed, one added.
+    second = (
+        b"host,service,owner\n"
+        + b"".join(b"web-%d,svc,team\n" % i for i in range(3, 10)).replace(b"web-9,svc,team", b"web-9,svc,other")
+        + b"web-99,svc,team\n"
+    )
+    message = front.share(ALICE, "hosts.csv", second, text="hosts")
+    job = front.job_in(message["ts"], S.AWAITING_APPROVAL)
+    confirm = front.message_with(message["ts"], "confirm_job")
+    shown = _texts(front, message["ts"])
+    assert "1 added" in shown and "3 removed" in shown and "1 changed" in shown and "30%" in shown
+    assert "web-0" in shown and "web-99" in shown, "examples of removed and added rows"
+    front.click(confirm, "confirm_job", ALICE)
+    queued = front.job_in(message["ts"], S.QUEUED)
+    assert queued.approver == ALICE
+    assert front.poll_until_ended(job).state is S.DONE
+
+    # A small change goes straight through, with its preview in the thread.
+    third = second.replace(b"web-99,svc,team\n", b"web-99,svc,team\nweb-100,svc,team\n")
+    message = front.share(ALICE, "hosts.csv", third, text="hosts")
+    front.job_in(message["ts"], S.QUEUED)
+    assert "1 added" in _texts(front, message["ts"]) and "0 removed" in _texts(front, message["ts"])
+
+
+def test_a_file_without_a_table_name_gets_a_menu(front: Front) -> None:
+    message = front.share(ALICE, "export.csv", HOSTS, text="here you go")
+    menu = front.wait(
+        lambda: next((m for m in front.thread(message["ts"]) if "Which table" in m.get("text", "")), None)
+    )
+    assert front.jobs() == []
+    block = menu["blocks"][0]
+    options = [o["value"] for o in block["accessory"]["options"]]
+    assert options == ["hosts", "contacts", "gated"]
+    request = front.signer.block_actions(
+        user_id=ALICE,
+        channel_id=OPS,
+        message=menu,
+        actions=[
+            {
+                "type": "static_select",
+                "action_id": "choose_table",
+                "block_id": block["block_id"],
+                "selected_option": {"value": "hosts", "text": {"type": "plain_text", "text": "hosts"}},
+                "action_ts": "1",
+            }
+        ],
+    )
+    assert front.via_lambda(request)["statusCode"] == 200
+    job = front.job_in(message["ts"], S.QUEUED)
+    assert job.table == "hosts" and job.file_name == "export.csv"
+
+
+def test_dry_run_of_a_shared_file_uploads_nothing(front: Front) -> None:
+    message = front.share(ALICE, "hosts.csv", HOSTS, text="validate hosts")
+    front.wait(lambda: "Dry run" in _texts(front, message["ts"]))
+    assert "valid" in _texts(front, message["ts"]) and front.jobs() == []
+
+
+def test_commands_answer_and_unknown_input_gets_help(front: Front, bigpanda_upstream: Upstream) -> None:
+    ts = _upload_done(front, bigpanda_upstream, ALICE, HOSTS)
+    job = front.job_in(ts)
+
+    help_answer = front.via_lambda(front.signer.slash_command("/table", "frobnicate", user_id=ALICE, channel_id=OPS))
+    assert help_answer["statusCode"] == 200, "help is the acknowledgement itself"
+    assert "I don't know" in help_answer["body"] and "upload TABLE s3://" in help_answer["body"]
+
+    tables = front.command(ALICE, "tables")
+    front.wait(lambda: front.responses(tables))
+    assert "hosts" in front.responses(tables)[0]
+    in_random = front.command(ALICE, "tables", channel=RANDOM)
+    front.wait(lambda: front.responses(in_random))
+    assert "No table" in front.responses(in_random)[0]
+
+    for text, expected in (
+        ("jobs", job.job_id),
+        ("jobs hosts", "done"),
+        (f"status {job.job_id}", "done"),
+        ("status", job.job_id),
+        ("history hosts", "submitted"),
+        ("history nope", "no table `nope`"),
+    ):
+        request = front.command(ALICE, text, via_lambda=False)
+        front.wait(lambda r=request: front.responses(r))
+        answer = front.responses(request)[0]
+        assert expected.lower() in answer.lower(), (text, answer)
+
+
+def test_restore_queues_the_previous_good_version(front: Front, bigpanda_upstream: Upstream) -> None:
+    _upload_done(front, bigpanda_upstream, ALICE, HOSTS)
+    _upload_done(front, bigpanda_upstream, ALICE, HOSTS + b"web-3,search,bob\n")
+    assert "web-3" in json.dumps(bigpanda_upstream.admin.table("demo"))
+    request = front.command(ALICE, "restore hosts")
+    parent = front.wait(lambda: next((m for m in front.slack.messages(OPS) if "restore" in m["text"]), None))
+    job = front.job_in(parent["ts"], S.QUEUED)
+    assert job.source.startswith("restore:")
+    assert front.poll_until_ended(job).state is S.DONE
+    table = json.dumps(bigpanda_upstream.admin.table("demo"))
+    assert "web-2" in table and "web-3" not in table
+    status_ts = front.store.get_job(job.job_id).status_ts
+    assert status_ts, "the status message is recorded on the restore job"
+    versions = [v["text"] for v in front.slack.message_versions(OPS, status_ts)]
+    assert "Restoring" in versions[0] and "Done" in versions[-1]
+    assert "Done" in front.thread(parent["ts"])[-1]["text"]
+    assert request.payload["command"] == "/table"
+
+
+def test_one_scenario_on_dynamodb(
+    tmp_path: Path,
+    slack: LocalSlackApi,
+    bigpanda_upstream: Upstream,
+    dengage_upstream: Upstream,
+    dynamodb_endpoint: str,
+) -> None:
+    table = f"slack-{uuid.uuid4().hex[:10]}"
+    admin = dynamodb_client(dynamodb_endpoint)
+    create_table(admin, table)
+    try:
+        store = DynamoJobStore(dynamodb_client(dynamodb_endpoint), table)
+        front = build_front(tmp_path, store, slack, bigpanda_upstream.base_url, dengage_upstream.base_url)
+        shared = slack.register_file("hosts.csv", HOSTS, user=ALICE, channel=OPS)
+        message = slack.share_file(OPS, ALICE, shared["id"], text="hosts")
+        event = front.signer.file_share_event(OPS, message)
+        front.via_lambda(event)
+        front.via_lambda(front.signer.retry(event, 1))
+        job = front.job_in(message["ts"], S.QUEUED)
+        assert front.poll_until_ended(job).state is S.DONE
+        front.lambdas.join()
+        assert len(front.jobs()) == 1
+        assert "Done" in front.thread(message["ts"])[-1]["text"]
+    finally:
+        admin.delete_table(TableName=table)
