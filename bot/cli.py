@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=Path, help="sandbox settings (TOML): latency, faults, credentials")
 
     sub.add_parser("demo", help="run the bot end to end on embedded defaults (no accounts needed)")
+
+    sub.add_parser(
+        "serve",
+        help="run the Slack app in Socket Mode with the poller in a background thread (one machine)",
+        description="Needs SLACK_APP_TOKEN (xapp-, connections:write), SLACK_BOT_TOKEN, TABLEBOT_CONFIG. "
+        "State goes to the embedded SQLite store and a local staging folder unless the environment "
+        "names DynamoDB / S3 (see README, Configuration).",
+    )
     return parser
 
 
@@ -76,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upload": cmd_upload,
         "sandbox": cmd_sandbox,
         "demo": cmd_demo,
+        "serve": cmd_serve,
     }
     from bot.targets.base import UpstreamError
 
@@ -270,6 +279,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
     return run_demo()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
+    import logging
+    import os
+    import threading
+
+    env = os.environ
+    app_token = env.get("SLACK_APP_TOKEN")
+    if not app_token:
+        raise UsageError("set SLACK_APP_TOKEN to the app-level token (xapp-..., scope connections:write)")
+    for name in ("SLACK_BOT_TOKEN", "TABLEBOT_CONFIG"):
+        if not env.get(name):
+            raise UsageError(f"set {name} (see README, Configuration)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    from bot.poller import Poller
+    from bot.slack.app import build_app
+    from bot.slack.wiring import build_slack_deps
+    from bot.wiring import poller_settings_from_env
+
+    deps = build_slack_deps(env)
+    app = build_app(deps, socket_mode=True)
+    poller = Poller(deps.service.store, deps.service, poller_settings_from_env(env))
+    stop = threading.Event()
+
+    def poll_until_stopped() -> None:
+        while not stop.is_set():
+            poller.run(stop=stop)
+
+    thread = threading.Thread(target=poll_until_stopped, name="poller", daemon=True)
+    thread.start()
+    try:
+        SocketModeHandler(app, app_token).start()  # type: ignore[no-untyped-call]
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        thread.join(timeout=poller.settings.run_seconds + 10)
+    return EXIT_OK
 
 
 if __name__ == "__main__":
