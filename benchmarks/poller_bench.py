@@ -41,7 +41,8 @@ from bot.slack.local_api import LocalSlackApi  # noqa: E402
 from bot.slack.notify import SlackNotifier  # noqa: E402
 from bot.staging import FolderStaging  # noqa: E402
 from bot.store import JobState, NewJob, SqliteJobStore  # noqa: E402
-from bot.wiring import StrictPacing, TargetClients  # noqa: E402
+from bot.targets import LimiterRegistry  # noqa: E402
+from bot.wiring import TargetClients  # noqa: E402
 
 CHANNEL = "C0BENCH01"
 USER = "U0BENCH01"
@@ -171,7 +172,7 @@ def main() -> None:
     )
     loop = PollerSettings(run_seconds=55, idle_seconds=0.2, workers=args.workers, per_target=args.per_target)
     http = httpx.Client(timeout=httpx.Timeout(60, connect=5), limits=httpx.Limits(max_connections=64))
-    pacing = StrictPacing()  # one process: every poller shares the targets' limiters, as one Lambda container
+    pacing = LimiterRegistry()  # one process: every poller shares the targets' limiters, as one Lambda container
     pollers = [
         Poller(
             store,
@@ -203,7 +204,8 @@ def main() -> None:
     open_ids = set(ids)
     while open_ids and time.time() - started < args.timeout:
         time.sleep(0.5)
-        open_ids = {i for i in open_ids if not store.get_job(i).is_terminal}
+        # Ended AND told: an ended job whose notice is still pending is not finished.
+        open_ids = {i for i in open_ids if (j := store.get_job(i)).notice_pending or not j.is_terminal}
     elapsed = time.time() - started
     stop.set()
     for thread in threads:

@@ -8,6 +8,8 @@ and the conditional writes in `bot.service` make that safe, the pool only makes 
 Concurrency: at most `workers` jobs at once, and at most `per_target` of them on one upstream
 target, so a busy target (waiting on its shared rate limiter) cannot hold every worker while
 another target's jobs wait. A step that raises is logged and counted; it never stops the run.
+The due jobs it asks for are its own: queued, uploading, submitted, and ended jobs whose notice
+is still to be posted (`bot.service.is_poller_work`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from bot.service import POLLER_STATES, JobService, Step
+from bot.service import POLLER_DUE_STATES, JobService, Step, is_poller_work
 from bot.store import Job, JobStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,8 @@ class Poller:
         now = self._clock()
         if not self._backlog or now - self._read_at >= self.settings.idle_seconds:
             try:
-                self._backlog = self.store.due_jobs(limit=self.settings.batch)
+                # Only the poller's states: the front end's due jobs never fill the batch.
+                self._backlog = self.store.due_jobs(limit=self.settings.batch, states=POLLER_DUE_STATES)
             except StoreError as exc:
                 log.warning("due jobs could not be read (%s); trying again", exc)
                 return 0
@@ -116,19 +119,23 @@ class Poller:
             self._stepped.clear()
             report.queries += 1
         busy_ids = {job.job_id for job in in_flight.values()}
-        per_target = Counter(job.target for job in in_flight.values())
+        # A pending notice only talks to Slack: it does not count against its target.
+        per_target = Counter(job.target for job in in_flight.values() if not job.is_terminal)
         submitted = 0
         remaining: list[Job] = []
         for job in self._backlog:
-            if job.job_id in busy_ids or job.job_id in self._stepped or job.state not in POLLER_STATES:
+            if job.job_id in busy_ids or job.job_id in self._stepped or not is_poller_work(job):
                 continue
-            if len(in_flight) >= self.settings.workers or per_target[job.target] >= self.settings.per_target:
+            upstream = not job.is_terminal
+            if len(in_flight) >= self.settings.workers or (
+                upstream and per_target[job.target] >= self.settings.per_target
+            ):
                 remaining.append(job)
                 continue
             in_flight[pool.submit(self.service.process, job)] = job
             busy_ids.add(job.job_id)
             self._stepped.add(job.job_id)
-            per_target[job.target] += 1
+            per_target[job.target] += upstream
             submitted += 1
         self._backlog = remaining
         return submitted

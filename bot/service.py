@@ -30,27 +30,32 @@ without asking the upstream again.
 
 Exactly-once notice
 -------------------
-The store keeps ended (terminal) jobs out of the due index, so a job whose notice could not be
-posted would never be looked at again. The ending is therefore decided, claimed and posted while
-the job is still in its work state (`uploading` or `submitted`), and the terminal transition is
-the last write:
+The thread must always end with one clear done / failed / timed-out post: never none, never two.
+The store keeps an ended job in the due index while its notice is pending (`Job.notice_pending`:
+terminal, `notified` False, a next check time), so a notice that could not be posted is never
+forgotten. The claim that wins the right to post is a conditional write, fenced by the job's
+version (every lease write bumps it):
 
 1. decide the ending (done / failed / timed_out) under the job's lease;
-2. claim the notice: one conditional `update` (on the job's version, which every lease write
-   bumps: the fencing token) setting `notified=True` and recording the ending in the parts and
-   `last_error`. Only the winner of this write may post; a worker whose lease was taken over
-   loses it with `JobConflict` and posts nothing;
-3. post: update the status message in place, then post in the thread;
-4a. posted: the terminal transition (`notified` stays True), lease and table gate released;
-4b. Slack failed (the notifier raised `NoticeFailed`, nothing was posted): an `update` gives the
-    claim back (`notified=False`) and keeps the job due `notice_retry_seconds` later; the next
-    run re-decides the same ending from the recorded parts and claims again.
+2. end the job AND claim its notice in the same conditional transition: the terminal state,
+   the ending in `last_error` and the parts, `notice_claimed_by/at` = this worker, the lease
+   kept, `next_check_at` = the lease's expiry. A worker whose lease was taken over loses this
+   write with `JobConflict` and posts nothing;
+3. post: update the status message in place, then post in the thread with Slack message
+   metadata (`event_type` "tablebot_job_ending", payload job id, ending and attempt);
+4a. posted: confirm (`notified` True), which takes the job out of the due index and drops the
+    lease; the table gate is released at step 2 already;
+4b. Slack failed (the notifier raised `NoticeFailed`): the job stays pending,
+    `notice_retry_seconds` later, lease given back.
 
-A work-state job found with `notified=True` was claimed by a worker that stopped between 2 and
-4a: it may have posted, so nobody posts again; the job is just moved to its recorded ending.
-The one remaining gap is a worker dying after the claim and before the post: that notice is
-lost rather than doubled (never twice is the promise; the status message and `tablebot status`
-still show the ending).
+Any later attempt (after 4b, or after the claimer died between 2 and 4a and its lease expired)
+is a job found due with an earlier claim. Its worker takes the lease (`notice_lease_seconds`),
+claims the notice again (a conditional update), and FIRST looks in the thread
+(`conversations.replies` with metadata) for the post of this job, ending and attempt: found,
+it only confirms; absent, it posts, then confirms. So a notice is lost only if Slack keeps
+failing, and doubled only if a post takes longer than a whole lease (the looker cannot see a
+post still in flight). If the thread cannot be read for a lasting reason (missing
+`channels:history` scope, say), the worker posts: a rare duplicate beats a missing ending.
 """
 
 from __future__ import annotations
@@ -59,7 +64,6 @@ import logging
 import secrets
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -80,6 +84,7 @@ from bot.store import (
     UpstreamPart,
 )
 from bot.store.model import as_utc, utc_now
+from bot.store.states import TERMINAL_STATES
 from bot.targets import BigPandaClient, DengageClient, FileSource, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,16 @@ NO_JOB_ID = "-"
 
 # States the poller works on; the others belong to the Slack front end (validation, approval).
 POLLER_STATES = frozenset({S.QUEUED, S.UPLOADING, S.SUBMITTED})
+# What the poller asks the due index for: its work states, and endings whose notice is pending.
+POLLER_DUE_STATES = POLLER_STATES | TERMINAL_STATES
+# Slack message metadata on every ending post: how a later worker recognises it in the thread.
+ENDING_EVENT_TYPE = "tablebot_job_ending"
+
+
+def is_poller_work(job: Job) -> bool:
+    """Does the poller have something to do for this job (a work state, or a pending notice)?"""
+    return job.state in POLLER_STATES or job.notice_pending
+
 
 Step = Literal[
     "skipped",  # not a poller state
@@ -108,7 +123,8 @@ Step = Literal[
     "sent",  # an upload (or a part) started upstream
     "running",  # upstream job still running
     "retry_later",  # transient upstream or staging error
-    "notice_retry",  # ending decided, Slack failed: posted on a later run
+    "notice_retry",  # ended, Slack failed: the notice is posted (or found) on a later run
+    "already_posted",  # a later attempt found the ending in the thread: confirmed, not posted again
     "done",
     "failed",
     "timed_out",
@@ -139,8 +155,23 @@ class Notifier(Protocol):
         ...
 
     def ending(self, job: Job, ending: Ending) -> None:
-        """Post the ending in the job's thread and update its status message; `NoticeFailed` if not posted."""
+        """Post the ending in the job's thread (with the metadata of `ending_metadata`) and update
+        its status message; `NoticeFailed` if it could not be posted now."""
         ...
+
+    def ending_posted(self, job: Job, ending: Ending) -> bool:
+        """Is this ending of this attempt of the job already in its thread (an earlier worker's
+        post)? `NoticeFailed` if that cannot be told now; False if it can never be told."""
+        ...
+
+
+def ending_metadata(job: Job, state: JobState) -> dict[str, object]:
+    """The Slack message metadata of an ending post: event type, job id, ending and attempt (a
+    Retry's ending is another notice than the first attempt's)."""
+    return {
+        "event_type": ENDING_EVENT_TYPE,
+        "event_payload": {"job_id": job.job_id, "ending": str(state), "attempt": job.attempts},
+    }
 
 
 class RetryRefused(Exception):
@@ -158,6 +189,7 @@ class PollSettings:
     job_timeout_seconds: float = 3600.0  # from the upload start to `timed_out`
     error_retry_seconds: float = 30.0  # after a transient upstream or staging error
     notice_retry_seconds: float = 30.0  # after Slack failed to take the notice
+    notice_lease_seconds: float = 120.0  # a worker's hold on a notice it picked up (then another may look)
     gate_recheck_seconds: float = 5.0  # a queued job waiting for another job's table gate
     gate_lease_seconds: float = 3600.0  # renewed at every check of the holder
 
@@ -213,8 +245,6 @@ class JobService:
         self.worker_id = worker_id or f"poller-{secrets.token_hex(4)}"
         self._clock = clock
         self.work_dir = work_dir
-        self._started: dict[tuple[str, int], datetime] = {}
-        self._started_lock = threading.Lock()
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
@@ -294,10 +324,11 @@ class JobService:
 
     def process(self, seen: Job) -> Step:
         """One step of one due job, under its lease. Never raises for one job's trouble."""
-        if seen.state not in POLLER_STATES:
+        if not is_poller_work(seen):
             return "skipped"
+        lease = self.settings.notice_lease_seconds if seen.is_terminal else self.settings.lease_seconds
         try:
-            job = self.store.acquire_lease(seen, self.worker_id, self.settings.lease_seconds)
+            job = self.store.acquire_lease(seen, self.worker_id, lease)
         except (LeaseHeld, JobConflict):
             return "busy"
         if job.next_check_at is None or job.next_check_at > self._now():
@@ -305,6 +336,8 @@ class JobService:
             self.store.release_lease(job, self.worker_id)
             return "busy"
         try:
+            if job.is_terminal:
+                return self._notice_again(job)
             return self._advance(job)
         except JobConflict:
             log.info("job %s changed under worker %s; left to its new owner", job.job_id, self.worker_id)
@@ -317,7 +350,7 @@ class JobService:
     def _park_after_error(self, job_id: str) -> None:
         try:
             current = self.store.get_job(job_id)
-            if current.lease_owner == self.worker_id and not current.is_terminal:
+            if current.lease_owner == self.worker_id and (not current.is_terminal or current.notice_pending):
                 self.store.update(
                     current, next_check_at=self._later(self.settings.error_retry_seconds), release_lease=True
                 )
@@ -325,8 +358,6 @@ class JobService:
             log.warning("job %s: could not park it after an error; its lease expires by itself", job_id)
 
     def _advance(self, job: Job) -> Step:
-        if job.notified and job.state is not S.QUEUED:
-            return self._close_claimed(job)
         try:
             table = self.tables.table(job.table)
             client = self.client_for(table)
@@ -524,18 +555,12 @@ class JobService:
     # -- checking ---------------------------------------------------------------------------------
 
     def _upload_started(self, job: Job) -> datetime:
-        """When the current attempt entered `uploading` (the job's clock for backoff and timeout)."""
-        key = (job.job_id, job.attempts)
-        with self._started_lock:
-            found = self._started.get(key)
-        if found is None:
-            entries = [h for h in self.store.history_for_job(job.job_id) if h.to_state is S.UPLOADING]
-            found = entries[-1].at if entries else job.created_at
-            with self._started_lock:
-                if len(self._started) > 10_000:
-                    self._started.clear()
-                self._started[key] = found
-        return found
+        """When the current attempt entered `uploading` (the job's clock for backoff and timeout).
+        The store keeps it on the job; a job written before it did is looked up in its history."""
+        if job.upload_started_at is not None:
+            return job.upload_started_at
+        entries = [h for h in self.store.history_for_job(job.job_id) if h.to_state is S.UPLOADING]
+        return entries[-1].at if entries else job.created_at
 
     def _check_status(
         self, job: Job, table: TableConfig, client: BigPandaClient | DengageClient, parts: tuple[UpstreamPart, ...]
@@ -613,40 +638,78 @@ class JobService:
         )
 
     def _finish(self, job: Job, ending: Ending, parts: tuple[UpstreamPart, ...]) -> Step:
-        """Claim the notice, post it, then end the job (module docstring, "Exactly-once notice")."""
-        claim = self.store.update(job, changes={"notified": True, "last_error": ending.reason, "upstream_parts": parts})
-        ids = tuple(p.upstream_job_id for p in parts if p.upstream_job_id != NO_JOB_ID)
-        ending = replace(ending, upstream_job_ids=ids)
-        try:
-            self.notifier.ending(claim, ending)
-        except NoticeFailed as exc:
-            log.warning("job %s: the %s notice was not posted (%s); posting again later", job.job_id, ending.state, exc)
-            self.store.update(
-                claim,
-                changes={"notified": False},
-                next_check_at=self._later(self.settings.notice_retry_seconds),
-                release_lease=True,
-            )
-            return "notice_retry"
-        self._end(claim, ending.state, ending.reason)
-        return _step_for(ending.state)
-
-    def _close_claimed(self, job: Job) -> Step:
-        """A claimed notice whose worker stopped before the terminal write: end it without posting."""
-        state = decided_ending(job)
-        if state is None:
-            state = S.FAILED if job.state is S.UPLOADING else S.TIMED_OUT
-        self._end(job, state, job.last_error, note="notice claimed by an earlier run")
-        return _step_for(state)
-
-    def _end(self, job: Job, state: JobState, reason: str | None, note: str = "") -> None:
-        summary = (reason or state.value)[:300] + (f" ({note})" if note else "")
-        self.store.transition(job, state, actor=self.worker_id, reason=summary, release_lease=True)
+        """End the job and claim its notice in one write, post it, confirm it (module docstring,
+        "Exactly-once notice")."""
+        summary = (ending.reason or ending.state.value)[:300]
+        now = self._now()
+        claimed = self.store.transition(
+            job,
+            ending.state,
+            actor=self.worker_id,
+            reason=summary,
+            changes={
+                "last_error": ending.reason,
+                "upstream_parts": parts,
+                "notified": False,
+                "notice_claimed_by": self.worker_id,
+                "notice_claimed_at": now,
+            },
+            # Due again when the lease runs out: if this worker dies before confirming, the next looks.
+            next_check_at=max(job.lease_expires_at or now, now),
+        )
         try:
             table = self.tables.table(job.table)
             self.store.release_table_gate(self._gate_key(table), job.job_id)
         except (ConfigError, StoreError):
             pass  # an ended holder's gate is taken over by the next job anyway
+        ids = tuple(p.upstream_job_id for p in parts if p.upstream_job_id != NO_JOB_ID)
+        return self._post_notice(claimed, replace(ending, upstream_job_ids=ids), look_first=False)
+
+    def _notice_again(self, job: Job) -> Step:
+        """A pending notice found due: an earlier attempt failed or its worker died. Claim it
+        again, look in the thread first, post only if it is not there."""
+        ending = self._recorded_ending(job)
+        claimed = self.store.update(
+            job,
+            changes={"notice_claimed_by": self.worker_id, "notice_claimed_at": self._now()},
+            next_check_at=max(job.lease_expires_at or self._now(), self._now()),
+        )
+        return self._post_notice(claimed, ending, look_first=job.notice_claimed_by is not None)
+
+    def _recorded_ending(self, job: Job) -> Ending:
+        """The ending of an ended job, as recorded by the worker that decided it."""
+        try:
+            label = TARGET_LABELS[self.tables.table(job.table).kind]
+        except ConfigError:
+            label = job.target
+        ids = tuple(p.upstream_job_id for p in job.upstream_parts if p.upstream_job_id != NO_JOB_ID)
+        return Ending(
+            state=job.state,
+            reason=job.last_error,
+            target_label=label,
+            upstream_job_ids=ids,
+            retryable=job.state is S.FAILED,
+        )
+
+    def _post_notice(self, claimed: Job, ending: Ending, *, look_first: bool) -> Step:
+        try:
+            if look_first and self.notifier.ending_posted(claimed, ending):
+                log.info(
+                    "job %s: the %s notice is already in the thread; not posted again", claimed.job_id, ending.state
+                )
+                self.store.update(claimed, changes={"notified": True}, release_lease=True)
+                return "already_posted"
+            self.notifier.ending(claimed, ending)
+        except NoticeFailed as exc:
+            log.warning(
+                "job %s: the %s notice was not posted (%s); trying again later", claimed.job_id, ending.state, exc
+            )
+            self.store.update(
+                claimed, next_check_at=self._later(self.settings.notice_retry_seconds), release_lease=True
+            )
+            return "notice_retry"
+        self.store.update(claimed, changes={"notified": True}, release_lease=True)
+        return _step_for(ending.state)
 
 
 def _step_for(state: JobState) -> Step:

@@ -13,6 +13,7 @@
 | `TABLEBOT_JOB_TIMEOUT_SECONDS` | upload start to `timed_out` | 3600 |
 | `TABLEBOT_LEASE_SECONDS` | a worker's hold on a job (longer than one upload) | 600 |
 | `TABLEBOT_NOTICE_RETRY_SECONDS`, `TABLEBOT_ERROR_RETRY_SECONDS` | wait after Slack / upstream trouble | 30, 30 |
+| `TABLEBOT_NOTICE_LEASE_SECONDS` | a worker's hold on an ending notice it is posting (then another looks in the thread) | 120 |
 | `TABLEBOT_WORK_DIR` | where a staged file is copied before sending | the system temp dir |
 
 The schedule itself (every minute) is in serverless.yml.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,12 +33,11 @@ from bot.poller import Poller, PollerSettings
 from bot.service import JobService, Notifier, PollSettings
 from bot.staging import Staging, staging_from_env
 from bot.store import DynamoJobStore, JobStore, SqliteJobStore
-from bot.targets import BigPandaClient, DengageClient, LimiterRegistry, RateLimiter, build_client
-from bot.targets.base import Clock, Sleep
+from bot.targets import BigPandaClient, DengageClient, LimiterRegistry, build_client
+from bot.targets.base import DEFAULT_PACING
 
 DEFAULT_STORE_PATH = ".tablebot/jobs.sqlite3"
 UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
-PACING_MARGIN = 0.9
 
 
 def _number(env: Mapping[str, str], key: str, default: float) -> float:
@@ -63,6 +62,7 @@ def poll_settings_from_env(env: Mapping[str, str]) -> PollSettings:
         job_timeout_seconds=_number(env, "TABLEBOT_JOB_TIMEOUT_SECONDS", d.job_timeout_seconds),
         error_retry_seconds=_number(env, "TABLEBOT_ERROR_RETRY_SECONDS", d.error_retry_seconds),
         notice_retry_seconds=_number(env, "TABLEBOT_NOTICE_RETRY_SECONDS", d.notice_retry_seconds),
+        notice_lease_seconds=_number(env, "TABLEBOT_NOTICE_LEASE_SECONDS", d.notice_lease_seconds),
     )
 
 
@@ -86,39 +86,18 @@ def store_from_env(env: Mapping[str, str]) -> JobStore:
     return SqliteJobStore(path)
 
 
-class StrictPacing(LimiterRegistry):
-    """Rate limiters without bursts: `build_client`'s default bucket holds `rate` tokens, so up to
-    2 x rate requests can fall in one second (a full bucket, then its refill), and BigPanda's
-    "5 requests a second" would be broken in a sliding window. Here each limiter allows one
-    request every 1/(rate x PACING_MARGIN) seconds, shared by every job of the target in this
-    process. The margin is there because the vendor counts arrivals, and network jitter can bring
-    two evenly spaced requests closer together on arrival."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._strict: dict[tuple[str, float], RateLimiter] = {}
-        self._strict_lock = threading.Lock()
-
-    def limiter(
-        self, key: str, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
-    ) -> RateLimiter:
-        with self._strict_lock:
-            found = self._strict.get((key, rate))
-            if found is None:
-                found = self._strict[key, rate] = RateLimiter(rate * PACING_MARGIN, burst=1.0, clock=clock, sleep=sleep)
-            return found
-
-
 class TargetClients:
     """One client per target for the life of the process, on one HTTP connection pool, with the
-    targets' rate limiters shared by every job (BigPanda: 5 requests a second per organization)."""
+    targets' rate limiters shared by every job (BigPanda: 5 requests a second per organization):
+    by default the process-wide registry of `bot.targets`, which every other client built in
+    this process uses too."""
 
     def __init__(
         self, http: httpx.Client, environ: Mapping[str, str] | None = None, pacing: LimiterRegistry | None = None
     ) -> None:
         self.http = http
         self.environ = environ
-        self.pacing = pacing or StrictPacing()
+        self.pacing = pacing or DEFAULT_PACING
         self._clients: dict[str, BigPandaClient | DengageClient] = {}
         self._lock = threading.Lock()
 

@@ -16,12 +16,14 @@ from slack_sdk import WebClient
 
 from bot.config import TablesFile
 from bot.poller import Poller, PollerSettings
-from bot.service import JobService, PollSettings
+from bot.service import JobService, Notifier, PollSettings
 from bot.slack.local_api import LocalSlackApi
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
+from bot.staging.layout import normalized_key
 from bot.store import Job, JobState, JobStore, NewJob
-from bot.wiring import StrictPacing, TargetClients
+from bot.targets import LimiterRegistry
+from bot.wiring import TargetClients
 from tests.fixtures_upstream import SANDBOX_ENV
 
 CHANNEL = "C0OPS0001"
@@ -60,15 +62,20 @@ class World:
         return WebClient(token=self.slack.bot_token, base_url=self.slack.base_url)
 
     def service(
-        self, *, store: JobStore | None = None, settings: PollSettings | None = None, worker_id: str | None = None
+        self,
+        *,
+        store: JobStore | None = None,
+        settings: PollSettings | None = None,
+        worker_id: str | None = None,
+        notifier: Notifier | None = None,
     ) -> JobService:
         """A worker with its own target clients and rate limiters (another Lambda container)."""
         service = JobService(
             store or self.store,
             self.staging,
             self.tables,
-            TargetClients(self.http, SANDBOX_ENV, StrictPacing()),
-            SlackNotifier(self.web_client()),
+            TargetClients(self.http, SANDBOX_ENV, LimiterRegistry()),
+            notifier or SlackNotifier(self.web_client()),
             settings=settings or self.settings,
             worker_id=worker_id or f"test-worker-{len(self.services) + 1}",
         )
@@ -79,13 +86,12 @@ class World:
         service = service or self.service()
         return Poller(service.store, service, settings)
 
-    def queue_job(self, table: str, data: bytes, *, file_name: str | None = None, stage: bool = True) -> Job:
+    def queue_job(
+        self, table: str, data: bytes, *, file_name: str | None = None, stage: bool = True, sha256: str | None = None
+    ) -> Job:
         """A job as the Slack front end leaves it: a thread with a status message, the normalized
-        file staged, validated, queued."""
+        file staged at its layout key (`uploads/<table>/<job id>/normalized.csv`), validated, queued."""
         n = next(_delivery)
-        key = f"uploads/{table}/d{n}/normalized.csv"
-        if stage:
-            self.staging.put(key, [data])
         parent = self.slack.post_user_message(CHANNEL, ALICE, f"upload {table} #{n}")
         client = self.web_client()
         status = client.chat_postMessage(channel=CHANNEL, thread_ts=parent["ts"], text="Validating…")
@@ -101,10 +107,13 @@ class World:
                 thread_ts=parent["ts"],
                 status_ts=status["ts"],
                 size_bytes=len(data),
-                staging_key=key,
+                sha256=sha256,
             ),
         )
-        job = self.store.transition(job, S.VALIDATING, actor="front", reason="validating")
+        key = normalized_key(table, job.job_id)
+        if stage:
+            self.staging.put(key, [data])
+        job = self.store.transition(job, S.VALIDATING, actor="front", reason="validating", changes={"staging_key": key})
         return self.store.transition(job, S.QUEUED, actor="front", reason="valid")
 
     def endings(self, job: Job) -> list[dict[str, Any]]:
@@ -134,9 +143,14 @@ def run_until(
             thread.join()
 
 
+def ended_and_told(job: Job) -> bool:
+    """Ended, and its ending notice is no longer pending (posted, found, or not needed)."""
+    return job.is_terminal and not job.notice_pending
+
+
 def all_ended(store: JobStore, jobs: Iterable[Job]) -> Callable[[], bool]:
     ids = [j.job_id for j in jobs]
-    return lambda: all(store.get_job(i).is_terminal for i in ids)
+    return lambda: all(ended_and_told(store.get_job(i)) for i in ids)
 
 
 def write_poller_tables(path: Path, bigpanda_url: str, dengage_url: str, dengage_extra: str = "") -> TablesFile:

@@ -3,18 +3,25 @@ local Slack API, and posts every ending exactly once."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
 
 from bot.config import TablesFile
-from bot.service import NO_JOB_ID, SENDING, PollSettings, RetryRefused
+from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, RetryRefused, ending_metadata
 from bot.slack.local_api import LocalSlackApi
+from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
-from bot.store import DynamoJobStore, JobStore, SqliteJobStore, UpstreamPart, create_table
+from bot.staging.layout import normalized_key
+from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, UpstreamPart, create_table
 from tests.fixtures_upstream import Upstream
 from tests.poller_support import (
     ALICE,
@@ -216,21 +223,134 @@ def test_slack_down_the_notice_is_posted_by_a_later_run_once(world: World, slack
     assert [h.to_state for h in world.store.history_for_job(job.job_id)].count(S.DONE) == 1
 
 
-def test_claimed_notice_of_a_dead_worker_is_not_posted_again(world: World) -> None:
+class WorkerDied(BaseException):
+    """The worker's process ends here (a Lambda timeout, an out-of-memory kill): nothing after runs."""
+
+
+@dataclass
+class DiesAfterPosting:
+    """The real Slack notifier, in a worker that dies right after its ending post went out."""
+
+    inner: SlackNotifier
+
+    def progress(self, job: Job, text: str) -> None:
+        self.inner.progress(job, text)
+
+    def ending(self, job: Job, ending: Ending) -> None:
+        self.inner.ending(job, ending)
+        raise WorkerDied
+
+    def ending_posted(self, job: Job, ending: Ending) -> bool:
+        return self.inner.ending_posted(job, ending)
+
+
+def _step_until_it_dies(service: JobService, store: JobStore, job: Job, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = store.get_job(job.job_id)
+        if current.next_check_at is not None and current.next_check_at <= datetime.now(UTC):
+            try:
+                service.process(current)
+            except WorkerDied:
+                return
+        time.sleep(0.02)
+    raise TimeoutError("the worker never reached its ending post")
+
+
+def test_worker_dying_after_its_post_the_next_finds_the_post_and_does_not_post_again(
+    world: World, slack: LocalSlackApi
+) -> None:
+    job = world.queue_job("hosts", HOSTS_CSV)
+    dying = world.service(
+        settings=replace(FAST, lease_seconds=1.0),
+        notifier=DiesAfterPosting(SlackNotifier(world.web_client())),
+        worker_id="dies-after-posting",
+    )
+    _step_until_it_dies(dying, world.store, job)
+    orphan = world.store.get_job(job.job_id)
+    assert orphan.state is S.DONE and orphan.notice_pending and orphan.notice_claimed_by == "dies-after-posting"
+    assert len(world.endings(job)) == 1
+
+    run_until([world.poller(world.service(worker_id="next"))], all_ended(world.store, [job]))
+    final = world.store.get_job(job.job_id)
+    assert final.notified and final.notice_claimed_by == "next" and final.next_check_at is None
+    [post] = world.endings(job)
+    assert post["metadata"] == ending_metadata(final, S.DONE)
+    looks = slack.calls_to("conversations.replies")
+    assert looks and all(c.params.get("include_all_metadata") in ("1", "true", True, 1) for c in looks)
+    assert [h.to_state for h in world.store.history_for_job(job.job_id)].count(S.DONE) == 1
+
+
+def test_worker_dying_between_claim_and_post_the_next_posts_once(world: World) -> None:
     job = world.queue_job("hosts", HOSTS_CSV)
     service = world.service()
     assert service.process(job) == "sent"
-    # A worker decided "done", won the claim, maybe posted, and died before the terminal write.
+    # A worker decided "done", ended the job with the notice claimed in one write, and died.
     current = world.store.get_job(job.job_id)
-    part = current.upstream_parts[0]
-    claimed = world.store.update(
-        current, changes={"notified": True, "upstream_parts": (UpstreamPart(1, 1, part.upstream_job_id, "done"),)}
+    leased = world.store.acquire_lease(current, "killed-worker", 0.5)
+    part = leased.upstream_parts[0]
+    world.store.transition(
+        leased,
+        S.DONE,
+        actor="killed-worker",
+        reason="upstream done",
+        changes={
+            "upstream_parts": (UpstreamPart(1, 1, part.upstream_job_id, "done"),),
+            "notice_claimed_by": "killed-worker",
+            "notice_claimed_at": datetime.now(UTC),
+        },
+        next_check_at=leased.lease_expires_at,
     )
-    world.store.acquire_lease(claimed, "killed-worker", 0.5)
     run_until([world.poller(service)], all_ended(world.store, [job]))
 
-    assert world.store.get_job(job.job_id).state is S.DONE
-    assert world.endings(job) == []
+    final = world.store.get_job(job.job_id)
+    assert final.state is S.DONE and final.notified
+    [post] = world.endings(job)
+    assert "Done" in post["text"] and part.upstream_job_id in str(post["blocks"])
+    assert "Done" in world.status_text(job)
+
+
+def test_a_post_that_timed_out_but_landed_is_found_and_not_posted_twice(world: World, slack: LocalSlackApi) -> None:
+    job = world.queue_job("hosts", HOSTS_CSV)
+    slack.delay("chat.postMessage", 1.5, times=1)  # Slack takes the post, answers after we gave up
+    impatient = WebClient(token=slack.bot_token, base_url=slack.base_url, timeout=0.5)
+    service = world.service(settings=replace(FAST, notice_retry_seconds=3.0), notifier=SlackNotifier(impatient))
+    run_until([world.poller(service)], all_ended(world.store, [job]))
+
+    assert world.store.get_job(job.job_id).notified
+    assert len(world.endings(job)) == 1, world.slack.thread_transcript(CHANNEL, job.thread_ts or "")
+    assert len(slack.calls_to("chat.postMessage")) == 2  # the status message, then the one ending post
+    assert len(slack.calls_to("conversations.replies")) == 1  # the second attempt looked, found it
+
+
+def test_restore_previous_sends_the_earlier_version_and_the_table_is_as_it_was(
+    world: World, bigpanda_upstream: Upstream
+) -> None:
+    service = world.service()
+    with pytest.raises(RetryRefused, match="no successful upload"):
+        service.restore_previous("hosts", ALICE)
+    first = world.queue_job("hosts", HOSTS_CSV, sha256=hashlib.sha256(HOSTS_CSV).hexdigest())
+    run_until([world.poller(service)], all_ended(world.store, [first]))
+    first_table = bigpanda_upstream.admin.table("demo")
+    second_csv = b"host,service,owner\nweb-9,billing,carol\n"
+    second = world.queue_job("hosts", second_csv)
+    run_until([world.poller(service)], all_ended(world.store, [second]))
+    assert world.store.get_job(second.job_id).state is S.DONE
+    assert bigpanda_upstream.admin.table("demo")["sha256"] != first_table["sha256"]
+
+    thread = world.slack.post_user_message(CHANNEL, ALICE, "restore hosts")
+    restore = service.restore_previous("hosts", ALICE, channel_id=CHANNEL, thread_ts=thread["ts"])
+    assert restore.state is S.QUEUED and restore.job_id not in (first.job_id, second.job_id)
+    assert restore.staging_key == normalized_key("hosts", first.job_id)
+    assert restore.source == f"restore:{first.job_id}" and restore.sha256 == first.sha256
+    run_until([world.poller(service)], all_ended(world.store, [restore]))
+
+    assert world.store.get_job(restore.job_id).state is S.DONE
+    restored = bigpanda_upstream.admin.table("demo")
+    assert restored["sha256"] == first_table["sha256"] and restored["rows"] == first_table["rows"]
+    assert len(bigpanda_upstream.admin.requests("/map")) == 3
+    [post] = world.endings(restore)
+    assert "Done" in post["text"]
 
 
 def test_status_message_edit_refused_for_a_while_the_notice_still_comes_once(

@@ -16,7 +16,9 @@ from bot.slack.local_api import LocalSlackApi
 from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
-from bot.wiring import StrictPacing, TargetClients, poll_settings_from_env
+from bot.targets import LimiterRegistry
+from bot.targets.base import DEFAULT_PACING
+from bot.wiring import TargetClients, poll_settings_from_env
 from handlers import poll_jobs
 from tests.fixtures_upstream import SANDBOX_ENV
 from tests.poller_support import ALICE, CHANNEL, HOSTS_CSV, World
@@ -124,25 +126,18 @@ def test_long_reasons_are_cut_to_slacks_section_limit() -> None:
     assert "part 2 of 3" in progress_message(_job(), "part 2 of 3 sent")[0]
 
 
-def test_clients_of_one_target_share_one_burstless_limiter(upstream_tables: TablesFile) -> None:
-    pacing = StrictPacing()
+def test_clients_of_one_target_share_one_limiter_that_never_bursts_past_the_rate(
+    upstream_tables: TablesFile,
+) -> None:
+    pacing = LimiterRegistry()
     table = upstream_tables.table("hosts")
     with httpx.Client() as http:
         first = TargetClients(http, SANDBOX_ENV, pacing)(table)
         second = TargetClients(http, SANDBOX_ENV, pacing)(table)  # another poller of the same process
+        default = TargetClients(http, SANDBOX_ENV)
     assert first is not second
-    limiter = pacing.limiter("bigpanda|" + table.target.base_url + "|TEST_BIGPANDA_TOKEN", 5.0)
-    assert limiter is pacing.limiter("bigpanda|" + table.target.base_url + "|TEST_BIGPANDA_TOKEN", 5.0)
-    assert limiter.burst == 1.0 and limiter.rate < 5.0
-    # Six requests in a row take at least five spacings of 1/rate: never 5 + 5 in one second.
-    ticks: list[float] = []
-    now = [0.0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    paced = StrictPacing().limiter("k", 5.0, clock=lambda: now[0], sleep=sleep)
-    for _ in range(6):
-        paced.acquire()
-        ticks.append(now[0])
-    assert ticks[5] - ticks[0] >= 1.0
+    assert default.pacing is DEFAULT_PACING  # shared with every client built in this process
+    key = "bigpanda|" + table.target.base_url + "|TEST_BIGPANDA_TOKEN"
+    limiter = pacing.limiter(key, 5.0)
+    assert limiter is pacing.limiter(key, 5.0)
+    assert (limiter.limit, limiter.period) == (5, 1.0) and limiter.margin_seconds > 0

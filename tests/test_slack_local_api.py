@@ -118,6 +118,22 @@ def test_replies_are_paginated_with_a_cursor(api: LocalSlackApi, client: WebClie
     assert second["has_more"] is False
 
 
+def test_message_metadata_is_kept_and_read_back_only_when_asked(api: LocalSlackApi, client: WebClient) -> None:
+    parent = client.chat_postMessage(channel=CHANNEL, text="parent")
+    metadata = {"event_type": "tablebot_job_ending", "event_payload": {"job_id": "j1", "ending": "done"}}
+    client.chat_postMessage(channel=CHANNEL, thread_ts=parent["ts"], text="Done", metadata=metadata)
+    top = client.chat_postMessage(channel=CHANNEL, text="top", metadata=metadata)
+
+    plain = client.conversations_replies(channel=CHANNEL, ts=parent["ts"])["messages"]
+    assert [m.get("metadata") for m in plain] == [None, None], "Slack leaves metadata out unless asked"
+    full = client.conversations_replies(channel=CHANNEL, ts=parent["ts"], include_all_metadata=True)["messages"]
+    assert [m.get("metadata") for m in full] == [None, metadata]
+    history = client.conversations_history(channel=CHANNEL, include_all_metadata=True)["messages"]
+    assert [(m["ts"], m.get("metadata")) for m in history] == [(top["ts"], metadata), (parent["ts"], None)]
+    assert "metadata" not in client.conversations_history(channel=CHANNEL)["messages"][0]
+    assert api.message(CHANNEL, top["ts"])["metadata"] == metadata  # kept as posted
+
+
 def test_message_errors_are_slack_shaped(api: LocalSlackApi, client: WebClient) -> None:
     with pytest.raises(SlackApiError) as blocks:
         client.chat_postMessage(channel=CHANNEL, text="too many", blocks=[section("x")] * 51)

@@ -127,6 +127,8 @@ def test_every_field_round_trips(store: JobStore) -> None:
             "last_error": "line 3, column host: empty value — fill it in",
             "approver": "U034BOB",
             "notified": True,
+            "notice_claimed_by": "poller-7",
+            "notice_claimed_at": START + timedelta(microseconds=123457),
         },
     )
     assert store.get_job(job.job_id) == job
@@ -307,8 +309,115 @@ def test_next_check_time_moves_a_job_in_and_out_of_due(backend: Backend, store: 
     job = store.update(job, next_check_at=later)  # approval expiry check
     assert store.due_jobs(later - timedelta(seconds=1)) == []
     assert [j.job_id for j in store.due_jobs(later)] == [job.job_id]
+    with pytest.raises(ValueError, match="notice is confirmed"):
+        store.transition(job, S.CANCELLED, actor="U1", reason="x", changes={"notified": True}, next_check_at=later)
+
+
+def test_an_ended_job_stays_due_while_its_notice_is_pending(backend: Backend, store: JobStore) -> None:
+    job, _ = store.create_job("Ev1", new_job())
+    job = walk(store, job, S.VALIDATING, S.QUEUED, S.UPLOADING, S.SUBMITTED)
+    leased = store.acquire_lease(job, "w1", ttl_seconds=30)
+    assert leased.lease_expires_at is not None
+    # The ending and the notice claim in one conditional write; the claimer keeps its lease.
+    ended = store.transition(
+        leased,
+        S.DONE,
+        actor="w1",
+        reason="upstream done",
+        changes={"notice_claimed_by": "w1", "notice_claimed_at": backend.clock()},
+        next_check_at=leased.lease_expires_at,
+    )
+    assert ended.is_terminal and ended.notice_pending and not ended.notified
+    assert ended.lease_owner == "w1" and ended.expires_at is not None and ended.finished_at == backend.clock()
+    assert store.get_job(job.job_id) == ended
+    assert store.due_jobs(backend.clock() + timedelta(seconds=10)) == []  # its claimer is posting
+    with pytest.raises(LeaseHeld):
+        backend.open().acquire_lease(ended, "w2", ttl_seconds=30)
+
+    # The claimer died: after the lease, the job is offered again, to the poller's states only.
+    later = backend.clock.advance(31)
+    assert [j.job_id for j in store.due_jobs(later, states={S.DONE, S.QUEUED})] == [job.job_id]
+    assert store.due_jobs(later, states={S.RECEIVED, S.VALIDATING}) == []
+    other = backend.open()
+    taken = other.acquire_lease(ended, "w2", ttl_seconds=30)
+    assert taken.lease_owner == "w2" and taken.state is S.DONE
+    with pytest.raises(JobConflict):
+        store.update(ended, changes={"notified": True})  # w1's copy is stale: its write is fenced off
+    claimed = other.update(taken, changes={"notice_claimed_by": "w2", "notice_claimed_at": later})
+    assert claimed.next_check_at == ended.next_check_at and claimed.lease_owner == "w2"
+
+    # Confirmed: out of the due index, lease dropped, nothing more to work on.
+    confirmed = other.update(claimed, changes={"notified": True})
+    assert confirmed.notified and not confirmed.notice_pending
+    assert confirmed.next_check_at is None and confirmed.lease_owner is None
+    assert store.get_job(job.job_id) == confirmed
+    assert store.due_jobs(later + timedelta(days=3650), limit=100) == []
+    with pytest.raises(JobConflict, match="ended"):
+        store.acquire_lease(confirmed, "w3", ttl_seconds=30)
     with pytest.raises(ValueError, match="terminal"):
-        store.transition(job, S.CANCELLED, actor="U1", reason="x", next_check_at=later)
+        store.update(confirmed, next_check_at=later)
+
+
+def test_a_pending_notice_is_put_off_and_an_ending_without_one_leaves_at_once(
+    backend: Backend, store: JobStore
+) -> None:
+    job, _ = store.create_job("Ev1", new_job())
+    job = walk(store, job, S.VALIDATING, S.QUEUED, S.UPLOADING)
+    now = backend.clock()
+    ended = store.transition(job, S.FAILED, actor="w1", reason="refused", next_check_at=now)
+    assert ended.notice_pending and [j.job_id for j in store.due_jobs(now)] == [job.job_id]
+    # Slack was down: the notice waits 30 s, lease given back, still pending.
+    put_off = store.update(ended, next_check_at=now + timedelta(seconds=30), release_lease=True)
+    assert put_off.notice_pending and store.due_jobs(now) == []
+    assert [j.job_id for j in store.due_jobs(now + timedelta(seconds=30))] == [job.job_id]
+    with pytest.raises(ValueError, match="notice is confirmed"):
+        store.update(put_off, changes={"notified": True}, next_check_at=now)
+
+    # The front end's endings (invalid, cancelled) and an ending given no next check leave at once.
+    other, _ = store.create_job("Ev2", new_job())
+    other = walk(store, other, S.VALIDATING, S.INVALID)
+    assert not other.notice_pending and other.next_check_at is None
+    with pytest.raises(JobConflict, match="ended"):
+        store.acquire_lease(other, "w1", ttl_seconds=30)
+    assert [j.job_id for j in store.due_jobs(now + timedelta(days=1), limit=10)] == [job.job_id]
+
+
+def test_upload_start_is_kept_and_a_retry_clears_the_old_notice(backend: Backend, store: JobStore) -> None:
+    job, _ = store.create_job("Ev1", new_job())
+    job = walk(store, job, S.VALIDATING, S.QUEUED)
+    assert job.upload_started_at is None
+    backend.clock.advance(5)
+    uploading = store.transition(job, S.UPLOADING, actor="w1", reason="sending")
+    assert uploading.upload_started_at == backend.clock()
+    backend.clock.advance(60)
+    submitted = store.transition(uploading, S.SUBMITTED, actor="w1", reason="job j1")
+    assert submitted.upload_started_at == uploading.upload_started_at
+    failed = store.transition(
+        submitted,
+        S.FAILED,
+        actor="w1",
+        reason="upstream failed",
+        changes={"notified": True, "notice_claimed_by": "w1", "notice_claimed_at": backend.clock()},
+    )
+    assert store.get_job(job.job_id).upload_started_at == uploading.upload_started_at
+    retried = store.transition(failed, S.QUEUED, actor="U012ALICE", reason="Retry button")
+    assert retried.upload_started_at is None and retried.notice_claimed_by is None
+    assert retried.notice_claimed_at is None and not retried.notified
+    assert store.get_job(job.job_id) == retried
+    backend.clock.advance(5)
+    again = store.transition(retried, S.UPLOADING, actor="w2", reason="again")
+    assert again.upload_started_at == backend.clock() and again.attempts == 2
+
+
+def test_due_jobs_of_some_states_only(backend: Backend, store: JobStore) -> None:
+    front, _ = store.create_job("Ev1", new_job())  # received: the front end's
+    queued, _ = store.create_job("Ev2", new_job())
+    queued = walk(store, queued, S.VALIDATING, S.QUEUED)
+    later = backend.clock() + timedelta(seconds=1)
+    assert {j.job_id for j in store.due_jobs(later)} == {front.job_id, queued.job_id}
+    assert [j.job_id for j in store.due_jobs(later, states=[S.QUEUED, S.SUBMITTED])] == [queued.job_id]
+    assert [j.job_id for j in store.due_jobs(later, states=[S.RECEIVED])] == [front.job_id]
+    assert store.due_jobs(later, states=[]) == []
 
 
 # -- leases ---------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ mrkdwn escaping, message formatting or unfurling, and the asynchronous delay bet
 `files.completeUploadExternal` and the file appearing in the channel (here it is immediate).
 It is deliberately stricter than Slack in places where strictness finds bugs: a `thread_ts`
 that names no message answers `thread_not_found`, and Block Kit size limits answer
-`invalid_blocks`.
+`invalid_blocks`. Message `metadata` given to `chat.postMessage` is kept and, as in Slack,
+returned by `conversations.history`/`replies` only with `include_all_metadata`.
 """
 
 from __future__ import annotations
@@ -1457,10 +1458,13 @@ class LocalSlackApi:
     def _page(messages: list[JsonDict], params: JsonDict, *, limit_default: int) -> JsonDict:
         start = int(_str_arg(params, "cursor") or 0)
         limit = int(_str_arg(params, "limit") or limit_default) or limit_default
-        page = messages[start : start + limit]
+        page = copy.deepcopy(messages[start : start + limit])
         more = start + limit < len(messages)
+        if not _truthy(params.get("include_all_metadata")):
+            for message in page:  # as Slack: message metadata only when asked for
+                message.pop("metadata", None)
         return {
-            "messages": copy.deepcopy(page),
+            "messages": page,
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }

@@ -1,25 +1,32 @@
 """The poller's notifier on Slack: job progress in the status message, endings in the thread.
 
-`ending` raises `NoticeFailed` only while nothing has been posted in the thread, so the service
-can give its claim back and post on a later run (see `bot.service`): the status message is
-updated first (an edit, harmless to repeat), the thread post is the last call. A status message
-that cannot be edited, or a thread that cannot be posted in, for a lasting reason (deleted,
-not in channel) is logged and skipped, not retried forever.
+`ending` updates the status message first (an edit, harmless to repeat) and posts in the thread
+last, with Slack message metadata naming the job, its ending and attempt (`ending_metadata`).
+It raises `NoticeFailed` when Slack answered "not now" (rate limited, 5xx, no connection); the
+service then tries again later, and that later attempt first asks `ending_posted`, which reads
+the thread (`conversations.replies`, metadata included) for that post: a timed-out post that
+did land is not posted twice. A status message that cannot be edited, or a thread that cannot
+be posted in, for a lasting reason (deleted, not in channel) is logged and skipped, not retried
+forever. Reading threads needs the `channels:history` / `groups:history` scopes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.service import Ending, NoticeFailed
+from bot.service import ENDING_EVENT_TYPE, Ending, NoticeFailed, ending_metadata
 from bot.slack.messages import ending_message, progress_message, status_message
 from bot.store import Job
 
 log = logging.getLogger(__name__)
+
+# Messages read per conversations.replies page while looking for an earlier ending post.
+REPLIES_PAGE = 200
 
 # Slack errors that say "not now" rather than "never": the notice is tried again later.
 TRANSIENT_ERRORS = frozenset(
@@ -64,12 +71,65 @@ class SlackNotifier:
                 )
         plain, blocks = ending_message(job, ending)
         try:
-            self.client.chat_postMessage(channel=job.channel_id, thread_ts=job.thread_ts, text=plain, blocks=blocks)
+            self.client.chat_postMessage(
+                channel=job.channel_id,
+                thread_ts=job.thread_ts,
+                text=plain,
+                blocks=blocks,
+                metadata=ending_metadata(job, ending.state),
+            )
         except (SlackApiError, SlackClientError, OSError) as exc:
             if is_transient(exc):
                 raise NoticeFailed(f"thread post: {_describe(exc)}") from None
             # channel_not_found, not_in_channel, ...: trying again will not help; the job still ends.
             log.error("job %s: the ending cannot be posted in its thread (%s)", job.job_id, _describe(exc))
+
+    def ending_posted(self, job: Job, ending: Ending) -> bool:
+        if not job.channel_id:
+            return True  # nowhere to post: nothing is missing
+        wanted = ending_metadata(job, ending.state)["event_payload"]
+        try:
+            for message in self._messages_after_claim(job):
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == ENDING_EVENT_TYPE and metadata.get("event_payload") == wanted:
+                    return True
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            if is_transient(exc):
+                raise NoticeFailed(f"reading the thread: {_describe(exc)}") from None
+            # missing_scope, channel_not_found, thread_not_found: we cannot tell; posting (a rare
+            # duplicate) is better than a thread without its ending.
+            log.warning(
+                "job %s: cannot look for an earlier ending post (%s; the bot needs channels:history / "
+                "groups:history); posting it",
+                job.job_id,
+                _describe(exc),
+            )
+        return False
+
+    def _messages_after_claim(self, job: Job) -> Iterator[dict[str, Any]]:
+        """The job's thread (or, without one, the channel) from shortly before the first claim on."""
+        assert job.channel_id is not None
+        # Slack's clock and ours differ a little: look from well before the claim.
+        oldest = f"{job.notice_claimed_at.timestamp() - 600:.6f}" if job.notice_claimed_at else None
+        cursor: str | None = None
+        while True:
+            if job.thread_ts:
+                page = self.client.conversations_replies(
+                    channel=job.channel_id,
+                    ts=job.thread_ts,
+                    include_all_metadata=True,
+                    limit=REPLIES_PAGE,
+                    cursor=cursor,
+                )
+            else:
+                page = self.client.conversations_history(
+                    channel=job.channel_id, include_all_metadata=True, limit=REPLIES_PAGE, cursor=cursor, oldest=oldest
+                )
+            messages: list[dict[str, Any]] = page.get("messages") or []
+            yield from messages
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor or not page.get("has_more", True):
+                return
 
 
 def _describe(exc: Exception) -> str:

@@ -18,8 +18,10 @@ its own partition, in order. Times are epoch seconds (N, microsecond decimals).
 
 Indexes (all projection ALL, so a listing needs no second read):
 - `due`: `due_pk` = "DUE" / `next_check_at` (N). Sparse: a job carries `due_pk` only while it
-  has a next check time, and a terminal job never does, so it drops out. `due_jobs` queries
-  `next_check_at <= now` in time order (and filters out jobs whose lease is still running).
+  has a next check time; a terminal job has one only while its ending notice is pending
+  (`rules`), so it drops out when the notice is confirmed. `due_jobs` queries
+  `next_check_at <= now` in time order (and filters out jobs whose lease is still running, and
+  jobs not in the `states` asked for).
   One partition: our write rate is a few per job, far under a partition's limit.
 - `by_table`: `table_pk` = "TABLE#<alias>" / `table_sk` = "J#<created µs>#<job_id>" on jobs and
   "H#<at µs>#<job_id>#<seq>" on history items: recent jobs and the audit trail of one table.
@@ -43,7 +45,8 @@ our own `write_id` and the store reports success instead of a false conflict. Tr
 cancelled for `TransactionConflict` (another transaction on the same item in flight) are retried.
 
 Leases: `lease_owner`/`lease_expires_at` on the job item. Acquire/renew is one UpdateItem
-conditional on "not terminal, and no lease, our own, or an expired one"; release is conditional
+conditional on "not terminal (or terminal with `due_pk`: a pending notice), and no lease, our
+own, or an expired one"; release is conditional
 on our ownership. Every lease write bumps `version`, so a worker whose expired lease was taken
 over gets `JobConflict` on its next write: the version is the fencing token.
 
@@ -60,7 +63,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -203,7 +206,7 @@ def _job_item(job: Job, write_id: str) -> Item:
     item["table_sk"] = _s(f"J#{created:020d}#{job.job_id}")
     item["time_pk"] = _s(_TIME_PARTITION)
     item["time_sk"] = _s(f"{created:020d}#{job.job_id}")
-    if job.next_check_at is not None and not job.is_terminal:
+    if job.next_check_at is not None:  # a terminal job has one only while its notice is pending (rules)
         item["due_pk"] = _s(_DUE_PARTITION)
     return item
 
@@ -570,15 +573,28 @@ class DynamoJobStore:
             return self._refused(job, failed.item, new, put["Item"]["write_id"]["S"])
         return new
 
-    def due_jobs(self, now: datetime | None = None, *, limit: int = 25) -> list[Job]:
+    def due_jobs(
+        self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
+    ) -> list[Job]:
         at = _time(as_utc(now) if now is not None else self._now())
+        values: Item = {":due": _s(_DUE_PARTITION), ":now": at}
+        names: dict[str, str] = {}
+        condition = "(attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now)"
+        if states is not None:
+            only = sorted(str(JobState(s)) for s in states)
+            if not only:
+                return []
+            values.update({f":st{i}": _s(s) for i, s in enumerate(only)})
+            names["#s"] = "state"
+            condition += f" AND #s IN ({', '.join(f':st{i}' for i in range(len(only)))})"
         items = self._query(
             limit,
             IndexName=DUE_INDEX,
             KeyConditionExpression="due_pk = :due AND next_check_at <= :now",
-            FilterExpression="attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now",
-            ExpressionAttributeValues={":due": _s(_DUE_PARTITION), ":now": at},
+            FilterExpression=condition,
+            ExpressionAttributeValues=values,
             ScanIndexForward=True,
+            **({"ExpressionAttributeNames": names} if names else {}),
         )
         return [_job_from_item(item) for item in items]
 
@@ -608,8 +624,10 @@ class DynamoJobStore:
                 TableName=self.table_name,
                 Key=_job_key(job.job_id),
                 UpdateExpression="SET lease_owner = :o, lease_expires_at = :exp, updated_at = :now, write_id = :w, #v = #v + :one",
+                # Not ended, or ended with its notice pending (only then does an ended job keep `due_pk`).
                 ConditionExpression=(
-                    f"attribute_exists(pk) AND NOT (#s IN ({', '.join(f':t{i}' for i in range(len(terminal)))}))"
+                    f"attribute_exists(pk) AND (NOT (#s IN ({', '.join(f':t{i}' for i in range(len(terminal)))}))"
+                    " OR attribute_exists(due_pk))"
                     " AND (attribute_not_exists(lease_owner) OR lease_owner = :o OR lease_expires_at <= :now)"
                 ),
                 ExpressionAttributeNames={"#v": "version", "#s": "state"},

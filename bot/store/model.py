@@ -94,8 +94,14 @@ class Job:
     row_count: int | None = None
     upstream_parts: tuple[UpstreamPart, ...] = ()
     attempts: int = 0  # times the job entered `uploading`
+    upload_started_at: datetime | None = None  # when the job last entered `uploading` (the store sets it)
     last_error: str | None = None
-    notified: bool = False  # the ending was posted (set in the write that wins the right to post)
+    # The ending notice: `notice_claimed_by/at` name the worker that last won the right to post it
+    # (a conditional write); `notified` confirms it is in the thread (or needs no post). A terminal
+    # job whose notice is not confirmed stays in the due index (`notice_pending`).
+    notified: bool = False
+    notice_claimed_by: str | None = None
+    notice_claimed_at: datetime | None = None
     approver: str | None = None
     finished_at: datetime | None = None
     next_check_at: datetime | None = None  # set: the job is in the due index
@@ -106,6 +112,11 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         return is_terminal(self.state)
+
+    @property
+    def notice_pending(self) -> bool:
+        """Ended, and its ending notice is still to be posted (or confirmed): the job stays due."""
+        return self.is_terminal and not self.notified and self.next_check_at is not None
 
     @property
     def upstream_job_ids(self) -> tuple[str, ...]:
@@ -130,6 +141,8 @@ class JobChanges(TypedDict, total=False):
     attempts: int
     last_error: str | None
     notified: bool
+    notice_claimed_by: str | None
+    notice_claimed_at: datetime | None
     approver: str | None
 
 
@@ -183,7 +196,17 @@ class GateDecision:
     gate: TableGate | None = field(default=None, compare=False)
 
 
-JOB_TIME_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "next_check_at", "lease_expires_at"})
+JOB_TIME_FIELDS = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "finished_at",
+        "next_check_at",
+        "lease_expires_at",
+        "upload_started_at",
+        "notice_claimed_at",
+    }
+)
 
 
 def job_to_record(job: Job) -> dict[str, Any]:

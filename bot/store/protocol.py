@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,8 +41,10 @@ class JobStore(Protocol):
 
         `InvalidTransition` if the state table forbids it; `JobConflict` if the job is no longer at
         `job.state`/`job.version`. `next_check_at` not given: due now in a work state, not due in
-        `awaiting_approval`; terminal states always leave the due index, drop the lease and get
-        their expiry time. Entering `uploading` counts an attempt.
+        `awaiting_approval`. A terminal state gets its expiry time and leaves the due index (and
+        drops the lease), unless `next_check_at` is given and the job is not `notified`: then it
+        stays due, lease kept, until its ending notice is confirmed (`update(changes={"notified":
+        True})` takes it out). Entering `uploading` counts an attempt and sets `upload_started_at`.
         """
         ...
 
@@ -54,17 +56,24 @@ class JobStore(Protocol):
         next_check_at: NextCheck = UNSET,
         release_lease: bool = False,
     ) -> Job:
-        """Change fields without changing state (conditional on `job.version`); no history line."""
+        """Change fields without changing state (conditional on `job.version`); no history line.
+        An ended job may only move its next check while its notice is pending; confirming the
+        notice (`notified` True) takes it out of the due index and drops the lease."""
         ...
 
-    def due_jobs(self, now: datetime | None = None, *, limit: int = 25) -> list[Job]:
-        """Jobs whose next check time has come and whose lease is free or expired, earliest first."""
+    def due_jobs(
+        self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
+    ) -> list[Job]:
+        """Jobs whose next check time has come and whose lease is free or expired, earliest first;
+        only jobs in `states` when given (the poller skips the front end's `received`/`validating`).
+        Ended jobs appear only while their ending notice is pending (`Job.notice_pending`)."""
         ...
 
     def acquire_lease(self, job: Job, owner: str, ttl_seconds: float) -> Job:
         """Take the job's lease if it is free, expired or already `owner`'s (conditional on that only,
         so a slightly old copy from `due_jobs` is fine). `LeaseHeld` if another worker holds it,
-        `JobConflict` if the job has ended. Returns the current job with the lease."""
+        `JobConflict` if the job has ended (unless its notice is pending). Returns the current job
+        with the lease."""
         ...
 
     def renew_lease(self, job: Job, owner: str, ttl_seconds: float) -> Job:

@@ -25,6 +25,7 @@ from bot.store.model import (
     NewJob,
     TableGate,
     UpstreamPart,
+    as_utc,
     to_micros,
 )
 from bot.store.states import ALLOWED_TRANSITIONS, JobState, is_terminal
@@ -106,7 +107,24 @@ def _checked_changes(changes: JobChanges | Mapping[str, Any] | None) -> dict[str
         if not all(isinstance(p, UpstreamPart) for p in parts):
             raise ValueError("upstream_parts must be UpstreamPart values")
         out["upstream_parts"] = parts
+    if out.get("notice_claimed_at") is not None:
+        out["notice_claimed_at"] = as_utc(out["notice_claimed_at"])
     return out
+
+
+def _due_after_ending(job: Job, next_check_at: NextCheck) -> datetime | None:
+    """Where a terminal job stands in the due index after a write: it stays due only while its
+    ending notice is pending (`notified` False and a next check given or kept)."""
+    if job.notified:
+        if isinstance(next_check_at, datetime):
+            raise ValueError(
+                f"job {job.job_id}: a {job.state} job whose notice is confirmed has no next check "
+                "(it leaves the due index)"
+            )
+        return None
+    if next_check_at is UNSET:
+        return job.next_check_at
+    return next_check_at
 
 
 def plan_transition(
@@ -131,15 +149,14 @@ def plan_transition(
     values = _checked_changes(changes)
     terminal = is_terminal(to)
     if terminal:
-        if isinstance(next_check_at, datetime):
-            raise ValueError(f"job {job.job_id}: a {to} job has no next check (terminal jobs leave the due index)")
-        values.update(
-            next_check_at=None,
-            finished_at=now,
-            expires_at=expiry_epoch(now, retention),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
+        # An ending leaves the due index, unless the caller keeps it there for its notice
+        # (`next_check_at` given, `notified` False): then it also keeps its lease, so the worker
+        # that ended it can post the notice before anyone else may look.
+        notified = bool(values.get("notified", job.notified))
+        due = _due_after_ending(replace(job, notified=notified, next_check_at=None), next_check_at)
+        values.update(next_check_at=due, finished_at=now, expires_at=expiry_epoch(now, retention))
+        if due is None:
+            values.update(lease_owner=None, lease_expires_at=None)
     else:
         if next_check_at is UNSET:
             values["next_check_at"] = now if to in _WORK_STATES else None
@@ -149,8 +166,13 @@ def plan_transition(
         values.update(finished_at=None, expires_at=None)
         if job.is_terminal:
             values.setdefault("notified", False)
-    if to is JobState.UPLOADING and "attempts" not in values:
-        values["attempts"] = job.attempts + 1
+            values.setdefault("notice_claimed_by", None)
+            values.setdefault("notice_claimed_at", None)
+            values["upload_started_at"] = None
+    if to is JobState.UPLOADING:
+        values["upload_started_at"] = now
+        if "attempts" not in values:
+            values["attempts"] = job.attempts + 1
     if release_lease:
         values.update(lease_owner=None, lease_expires_at=None)
     new = replace(job, state=to, version=job.version + 1, updated_at=now, **values)
@@ -178,11 +200,17 @@ def plan_update(
 ) -> Job:
     """A change that keeps the state (record an upstream id, a status message ts, the next poll time)."""
     values = _checked_changes(changes)
-    if next_check_at is not UNSET:
-        if job.is_terminal and next_check_at is not None:
+    if job.is_terminal:
+        after = replace(job, notified=bool(values.get("notified", job.notified)))
+        if not job.notice_pending and isinstance(next_check_at, datetime):
             raise ValueError(
-                f"job {job.job_id}: a {job.state} job has no next check (terminal jobs leave the due index)"
+                f"job {job.job_id}: a {job.state} job has no next check (terminal jobs leave the due index; "
+                "only a pending ending notice keeps one there)"
             )
+        values["next_check_at"] = _due_after_ending(after, next_check_at)
+        if values["next_check_at"] is None:
+            values.update(lease_owner=None, lease_expires_at=None)
+    elif next_check_at is not UNSET:
         values["next_check_at"] = next_check_at
     if release_lease:
         values.update(lease_owner=None, lease_expires_at=None)
@@ -193,7 +221,7 @@ def check_lease_acquirable(current: Job, owner: str, now: datetime) -> None:
     """Raise unless `owner` may take (or renew) the lease on `current` now."""
     if not owner:
         raise ValueError("a lease needs an owner name (worker id)")
-    if current.is_terminal:
+    if current.is_terminal and not current.notice_pending:
         raise JobConflict(
             current,
             expected_state=current.state,

@@ -4,7 +4,8 @@ Same contract as the DynamoDB store. Every write is one `BEGIN IMMEDIATE` transa
 the row, checks the expected state and version, and writes the job with its history line, so it
 is atomic across threads (one connection per store, behind a lock) and across processes on one
 machine (SQLite's write lock; WAL journal for files). Due jobs come from a partial index on
-`due_us` (NULL unless the job has work due): the same sparse index idea as the DynamoDB GSI.
+`due_us` (NULL unless the job has work due, or an ending notice pending): the same sparse
+index idea as the DynamoDB GSI.
 Expired rows are deleted by `purge_expired`, which the local runner calls from time to time.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -178,7 +179,7 @@ class SqliteJobStore:
 
     @staticmethod
     def _job_params(job: Job) -> dict[str, Any]:
-        due = job.next_check_at if not job.is_terminal else None
+        due = job.next_check_at  # a terminal job has one only while its notice is pending (rules)
         return {
             "job_id": job.job_id,
             "delivery_key": job.delivery_key,
@@ -317,13 +318,19 @@ class SqliteJobStore:
             self._save(conn, new, job.version)
         return new
 
-    def due_jobs(self, now: datetime | None = None, *, limit: int = 25) -> list[Job]:
+    def due_jobs(
+        self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
+    ) -> list[Job]:
         at = to_micros(as_utc(now) if now is not None else self._now())
+        only = sorted(str(JobState(s)) for s in states) if states is not None else None
+        if only == []:
+            return []
+        in_states = f" AND state IN ({', '.join('?' * len(only))})" if only else ""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT record FROM jobs WHERE due_us IS NOT NULL AND due_us <= ?"
-                " AND (lease_expires_us IS NULL OR lease_expires_us <= ?) ORDER BY due_us, job_id LIMIT ?",
-                (at, at, limit),
+                "SELECT record FROM jobs WHERE due_us IS NOT NULL AND due_us <= ?"  # noqa: S608 - placeholders only
+                f" AND (lease_expires_us IS NULL OR lease_expires_us <= ?){in_states} ORDER BY due_us, job_id LIMIT ?",
+                (at, at, *(only or ()), limit),
             ).fetchall()
         return [job_from_record(json.loads(r["record"])) for r in rows]
 

@@ -10,8 +10,10 @@ after such an ambiguous outcome: the error says the upload may have started (`ma
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ Sleep = Callable[[float], None]
 CHUNK_BYTES = 1024 * 1024
 # Vendor error bodies are shown to the user, cut to this many characters.
 ERROR_TEXT_LIMIT = 500
+# Added to every rate limiter's window (see RateLimiter): room for network jitter on arrival.
+DEFAULT_PACING_MARGIN_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -155,32 +159,57 @@ class TargetClient(Protocol):
 
 
 class RateLimiter:
-    """Token bucket: at most `rate` requests a second, bursts of `burst`. Thread-safe; share one
-    per organization (BigPanda token) or caller address (D·engage) across clients and jobs."""
+    """At most `limit` requests in any window of `period` seconds: a sliding window over the start
+    times of the last `limit` requests (5 a second: 5 in any second, never the 10 a full token
+    bucket plus its refill would allow). Thread-safe; share one per organization (BigPanda token)
+    or caller address (D·engage) across clients and jobs.
+
+    `rate` requests a second becomes `floor(rate)` per second (the stricter reading of a fraction),
+    or one per `1 / rate` seconds below 1. `margin_seconds` widens the window: vendors count
+    arrivals, and network jitter can bring requests sent a full window apart closer on arrival.
+    A request is booked before its caller sleeps, so callers queue fairly and a booked slot is
+    never given twice.
+    """
 
     def __init__(
-        self, rate: float, burst: float | None = None, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+        self,
+        rate: float,
+        *,
+        margin_seconds: float = DEFAULT_PACING_MARGIN_SECONDS,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        if margin_seconds < 0:
+            raise ValueError("margin_seconds must not be negative")
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
+        self.limit = max(1, math.floor(rate))
+        self.period = 1.0 if rate >= 1 else 1.0 / rate
+        self.margin_seconds = margin_seconds
         self._clock = clock
         self._sleep = sleep
-        self._tokens = self.burst
-        self._stamp = clock()
+        self._booked: deque[float] = deque(maxlen=self.limit)
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    @property
+    def window(self) -> float:
+        """Seconds in which at most `limit` requests start."""
+        return self.period + self.margin_seconds
+
+    def acquire(self) -> float:
+        """Wait for a slot and take it. Returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            # Reserve the token now (possibly going negative) so concurrent callers queue fairly.
-            self._tokens -= 1
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            at = now
+            if len(self._booked) == self.limit:
+                # The slot frees when the oldest of the last `limit` requests leaves the window.
+                at = max(now, self._booked[0] + self.window)
+            self._booked.append(at)  # the deque drops the oldest booking
+        wait = at - now
         if wait > 0:
             self._sleep(wait)
+        return max(0.0, wait)
 
 
 class TableSpacer:
@@ -215,7 +244,8 @@ class TableSpacer:
 class LimiterRegistry:
     """Process-wide pacing shared by every client built for the same account."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, margin_seconds: float = DEFAULT_PACING_MARGIN_SECONDS) -> None:
+        self.margin_seconds = margin_seconds
         self._limiters: dict[str, RateLimiter] = {}
         self._spacers: dict[str, TableSpacer] = {}
         self._lock = threading.Lock()
@@ -226,7 +256,9 @@ class LimiterRegistry:
         with self._lock:
             found = self._limiters.get(key)
             if found is None or found.rate != rate:
-                found = self._limiters[key] = RateLimiter(rate, clock=clock, sleep=sleep)
+                found = self._limiters[key] = RateLimiter(
+                    rate, margin_seconds=self.margin_seconds, clock=clock, sleep=sleep
+                )
             return found
 
     def spacer(
