@@ -66,7 +66,7 @@ class Server:
                 self.process.wait()
 
 
-def _wait_until(server: Server, ready: Callable[[], Any], timeout: float = 90.0) -> None:
+def _wait_until(server: Server, ready: Callable[[], Any], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:

@@ -81,6 +81,7 @@ def test_handler_builds_from_the_environment_and_ends_a_job(
 
 def test_settings_refuse_nonsense_with_the_variable_named() -> None:
     assert poll_settings_from_env({"TABLEBOT_JOB_TIMEOUT_SECONDS": "90"}).job_timeout_seconds == 90
+    assert poll_settings_from_env({"TABLEBOT_NOTICE_LEASE_SECONDS": "45"}).notice_lease_seconds == 45
     with pytest.raises(ConfigError, match="TABLEBOT_LEASE_SECONDS"):
         poll_settings_from_env({"TABLEBOT_LEASE_SECONDS": "soon"})
     with pytest.raises(ConfigError, match="positive"):
