@@ -276,6 +276,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The real bot in a local Slack, against the sandboxes: 0 when every ending is as expected, else 1."""
     from bot.demo import run_demo
 
     return run_demo()
