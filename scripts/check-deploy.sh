@@ -76,6 +76,12 @@ check_template "with sourcePrefixes"
 
 # 3. Import the handlers the way Lambda does, when a Python 3.12 is at hand.
 lambda_python=${LAMBDA_PYTHON:-python3.12}
+# pyenv keeps other Pythons off PATH: look there too before giving up.
+is_312() { "$1" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; }
+if ! is_312 "$lambda_python" && command -v pyenv >/dev/null 2>&1; then
+  found=$(ls "$(pyenv root)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1 || true)
+  [ -n "$found" ] && lambda_python=$found
+fi
 if "$lambda_python" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then
   unpacked=$(mktemp -d)
   trap 'rm -rf "$unpacked"' EXIT
