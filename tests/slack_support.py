@@ -185,6 +185,7 @@ def build_front(
     dengage_url: str,
     *,
     extra_env: dict[str, str] | None = None,
+    s3_client: Any = None,
 ) -> Front:
     tables = write_slack_tables(tmp_path / "tables.toml", bigpanda_url, dengage_url)
     staging = FolderStaging(tmp_path / "staging")
@@ -203,7 +204,9 @@ def build_front(
     }
     http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0))
     client = WebClient(token=slack.bot_token, base_url=slack.base_url)
-    deps = build_slack_deps(env, tables=tables, store=store, staging=staging, client=client, http=http)
+    deps = build_slack_deps(
+        env, tables=tables, store=store, staging=staging, client=client, http=http, s3_client=s3_client
+    )
     app = build_app(deps, process_before_response=True)
     lambdas = InProcessLambda()
     handle = make_handler(app, lambda_client=lambdas)

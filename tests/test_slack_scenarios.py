@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,3 +358,47 @@ def test_one_scenario_on_dynamodb(
         assert "Done" in front.thread(message["ts"])[-1]["text"]
     finally:
         admin.delete_table(TableName=table)
+
+
+def test_s3_upload_inside_the_allow_list_ends_done_in_its_thread(  # noqa: PLR0917 - pytest fixtures
+    tmp_path: Path,
+    sqlite_store: JobStore,
+    slack: LocalSlackApi,
+    bigpanda_upstream: Upstream,
+    dengage_upstream: Upstream,
+    s3_client: Any,
+) -> None:
+    bucket = f"ops-tables-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="uploads/hosts.csv", Body=HOSTS)
+    front = build_front(
+        tmp_path,
+        sqlite_store,
+        slack,
+        bigpanda_upstream.base_url,
+        dengage_upstream.base_url,
+        extra_env={"TABLEBOT_S3_ALLOWED_PREFIXES": f"s3://{bucket}/uploads/"},
+        s3_client=s3_client,
+    )
+    try:
+        # A key that only looks inside the prefix is refused before anything is read.
+        escape = front.command(ALICE, f"upload hosts s3://{bucket}/uploads/../private/hosts.csv")
+        front.wait(lambda: front.responses(escape))
+        assert front.jobs() == []
+
+        front.command(ALICE, f"upload hosts s3://{bucket}/uploads/hosts.csv")
+        # Slash commands cannot start threads: the bot posts a parent message and threads under it.
+        parent = front.wait(lambda: next(iter(front.slack.messages(OPS)), None))
+        job = front.job_in(parent["ts"], S.QUEUED)
+        assert job.source == f"s3://{bucket}/uploads/hosts.csv" and job.requested_by == ALICE
+        ended = front.poll_until_ended(job)
+        assert ended.state is S.DONE
+        front.wait(lambda: "Done" in front.transcript(parent["ts"]))
+        rows = bigpanda_upstream.admin.table("demo")["rows"]
+        assert sorted(tuple(r) if isinstance(r, list) else tuple(r.values()) for r in rows) == [
+            ("web-1", "checkout", "alice"),
+            ("web-2", "search", "bob"),
+        ]
+    finally:
+        front.lambdas.join()
+        front.http.close()
