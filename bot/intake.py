@@ -9,15 +9,29 @@
 
 Nothing here imports Slack: results are values (`IntakeResult`) that the Slack layer renders, and
 permissions are decided by the caller (which passes `approval`/`max_removed_share` in).
+
+A job is never left behind: `run` holds the job's lease (`intake:<id>`, `IntakeSettings.
+lease_seconds`, longer than Lambda's 15 minutes) while it works, renews it between steps, and
+gives the job a next check at the lease's expiry; a job waiting for approval gets its deadline as
+its next check. If this process dies, the poller finds the job due once the lease or deadline
+has passed and ends it with a notice (`bot.service`, "No job is left...").
+
+| environment | what | default |
+|---|---|---|
+| `TABLEBOT_INTAKE_LEASE_SECONDS` | the intake's hold on a job it checks (longer than the longest intake) | 960 |
+| `TABLEBOT_APPROVAL_TIMEOUT_SECONDS` | an upload waiting for approval or confirmation is cancelled after | 86400 |
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +44,7 @@ from bot.sources import SourceError, SourceSettings, StagedFile, stage_s3_object
 from bot.staging import Staging, StagingError
 from bot.staging.layout import job_prefix, normalized_key, original_key, previous_version
 from bot.store import InvalidTransition, Job, JobConflict, JobState, JobStore, NewJob, StoreError
+from bot.store.model import utc_now
 from bot.targets import UpstreamError
 from bot.validation import Report, ValidationOptions, summary_line, validate
 
@@ -48,6 +63,35 @@ Progress = Callable[[Job, str], None]
 # Called once a file is valid, before the job moves on (to `queued` the poller may take it at once,
 # so whatever the thread should show before the upload starts is posted here).
 OnValid = Callable[[Job, Report, "ChangePreview | None", bool], None]
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    # Longer than the longest intake (Lambda stops a listener at 15 minutes): the poller ends a
+    # job whose intake lease ran out, so it must never run out under a live intake.
+    lease_seconds: float = 960.0
+    approval_timeout_seconds: float = 86400.0  # awaiting approval/confirmation, then cancelled
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IntakeSettings:
+        d = cls()
+        return cls(
+            lease_seconds=_seconds(env, "TABLEBOT_INTAKE_LEASE_SECONDS", d.lease_seconds),
+            approval_timeout_seconds=_seconds(env, "TABLEBOT_APPROVAL_TIMEOUT_SECONDS", d.approval_timeout_seconds),
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -150,6 +194,7 @@ class Intake:
         *,
         options: ValidationOptions | None = None,
         work_dir: Path | None = None,
+        settings: IntakeSettings | None = None,
     ) -> None:
         self.store = store
         self.staging = staging
@@ -158,6 +203,7 @@ class Intake:
         self.fetcher = fetcher
         self.options = options or ValidationOptions(max_bytes=fetcher.settings.max_bytes)
         self.work_dir = work_dir
+        self.settings = settings or IntakeSettings.from_env(os.environ)
 
     # -- a new upload ----------------------------------------------------------------------------
 
@@ -173,6 +219,9 @@ class Intake:
             channel_id=upload.channel_id,
             thread_ts=upload.thread_ts,
             size_bytes=upload.file.size if isinstance(upload.file, SlackFileRef) else None,
+            # Not due before an intake could have finished: `run` takes the lease well before then,
+            # and a job whose `run` never starts is ended by the poller after this.
+            next_check_at=utc_now() + timedelta(seconds=self.settings.lease_seconds),
         )
         return self.store.create_job(upload.delivery_key, new)
 
@@ -194,9 +243,19 @@ class Intake:
         be read or checked ends the job with a message that says what to do."""
         if job.state is not S.RECEIVED:
             return IntakeResult("skipped", job, message=f"job {job.job_id} is already {job.state}")
-        job = self.store.transition(job, S.VALIDATING, actor=ACTOR, reason="checking the file")
+        owner = f"intake:{uuid.uuid4().hex}"
         try:
-            return self._run(job, file, approval, max_removed_share, progress=progress, on_valid=on_valid)
+            job = self.store.acquire_lease(job, owner, self.settings.lease_seconds)
+            if job.state is not S.RECEIVED:
+                self.store.release_lease(job, owner)
+                return IntakeResult("skipped", job, message=f"job {job.job_id} is already {job.state}")
+            job = self.store.transition(
+                job, S.VALIDATING, actor=ACTOR, reason="checking the file", next_check_at=job.lease_expires_at
+            )
+        except JobConflict as exc:  # another intake holds it (a re-invoked listener), or it ended
+            return IntakeResult("skipped", exc.current, message=f"job {job.job_id} is being checked or has ended")
+        try:
+            return self._run(job, file, approval, max_removed_share, owner, progress=progress, on_valid=on_valid)
         except JobConflict as exc:  # cancelled meanwhile (Cancel button): leave it as it is now
             return IntakeResult("skipped", exc.current, message=f"job {job.job_id} changed meanwhile")
         except Exception:
@@ -208,8 +267,21 @@ class Intake:
                 f"in the logs under job {job.job_id}).",
             )
 
+    def _heartbeat(self, job: Job, owner: str) -> Job:
+        """Renew the intake's lease before a long step. `LeaseHeld` (a `JobConflict`) if it ran out
+        and the poller took the job over: then this intake stops."""
+        return self.store.renew_lease(job, owner, self.settings.lease_seconds)
+
     def _run(
-        self, job: Job, file: FileRef, approval: bool, max_share: float, *, progress: Progress, on_valid: OnValid
+        self,
+        job: Job,
+        file: FileRef,
+        approval: bool,
+        max_share: float,
+        owner: str,
+        *,
+        progress: Progress,
+        on_valid: OnValid,
     ) -> IntakeResult:
         table = self.tables.table(job.table)
         progress(job, f"Reading `{file.name}`…")
@@ -233,6 +305,7 @@ class Intake:
                 "so the file was not checked or uploaded. Try again in a few minutes (share the file again).",
             )
         progress(job, f"Validating `{staged.file_name}` against `{table.alias}`…")
+        job = self._heartbeat(job, owner)
         with tempfile.TemporaryDirectory(prefix="tablebot-intake-", dir=self.work_dir) as tmp:
             normalized = Path(tmp) / "normalized.csv"
             with self.staging.open(staged.key) as source, normalized.open("wb") as out:
@@ -253,15 +326,27 @@ class Intake:
             preview = None
             if table.kind == "bigpanda":
                 progress(job, "Comparing with the table's last version…")
+                job = self._heartbeat(job, owner)
                 preview = self._preview(table, schema, job, normalized)
         many_removed = preview is not None and preview.old_rows > 0 and preview.removed_share > max_share
         on_valid(job, report, preview, approval or many_removed)
         if approval or many_removed:
             why = "approval" if approval else f"confirmation: {preview.removed if preview else 0:,} rows removed"
-            job = self.store.transition(job, S.AWAITING_APPROVAL, actor=ACTOR, reason=f"valid; waiting for {why}")
+            # The deadline is the job's next check: the poller cancels it then if nobody answered.
+            deadline = utc_now() + timedelta(seconds=self.settings.approval_timeout_seconds)
+            job = self.store.transition(
+                job,
+                S.AWAITING_APPROVAL,
+                actor=ACTOR,
+                reason=f"valid; waiting for {why}",
+                next_check_at=deadline,
+                release_lease=True,
+            )
             kind: Kind = "awaiting_approval" if approval else "awaiting_confirmation"
             return IntakeResult(kind, job, report=report, preview=preview)
-        job = self.store.transition(job, S.QUEUED, actor=ACTOR, reason=f"valid: {report.rows:,} rows")
+        job = self.store.transition(
+            job, S.QUEUED, actor=ACTOR, reason=f"valid: {report.rows:,} rows", release_lease=True
+        )
         return IntakeResult("queued", job, report=report, preview=preview)
 
     def _preview(self, table: TableConfig, schema: TableSchema, job: Job, new_file: Path) -> ChangePreview | None:
@@ -335,14 +420,22 @@ class Intake:
     def release(self, job_id: str, actor: str, *, how: Literal["approved", "confirmed"]) -> Job:
         """Approve (or Confirm) a job waiting in `awaiting_approval`: it goes to `queued`."""
         job = self._job(job_id)
-        if job.state is not S.AWAITING_APPROVAL:
-            raise Refused(_already(job))
-        try:
-            return self.store.transition(
-                job, S.QUEUED, actor=actor, reason=f"{how} by {actor}", changes={"approver": actor}
-            )
-        except JobConflict as exc:
-            raise Refused(_already(exc.current)) from None
+        for _ in range(2):  # once more if only a lease moved the version (the poller at the deadline)
+            if job.state is not S.AWAITING_APPROVAL:
+                raise Refused(_already(job))
+            try:
+                # The lease goes too: a poller that took it to end the wait has lost the job.
+                return self.store.transition(
+                    job,
+                    S.QUEUED,
+                    actor=actor,
+                    reason=f"{how} by {actor}",
+                    changes={"approver": actor},
+                    release_lease=True,
+                )
+            except JobConflict as exc:
+                job = exc.current
+        raise Refused(_already(job))
 
     def reject(self, job_id: str, actor: str) -> Job:
         job = self._job(job_id)

@@ -8,8 +8,9 @@ and the conditional writes in `bot.service` make that safe, the pool only makes 
 Concurrency: at most `workers` jobs at once, and at most `per_target` of them on one upstream
 target, so a busy target (waiting on its shared rate limiter) cannot hold every worker while
 another target's jobs wait. A step that raises is logged and counted; it never stops the run.
-The due jobs it asks for are its own: queued, uploading, submitted, and ended jobs whose notice
-is still to be posted (`bot.service.is_poller_work`).
+The due jobs it asks for are its own: queued, uploading, submitted, ended jobs whose notice
+is still to be posted, and front-end jobs left behind (an intake that died, an approval wait past
+its deadline), which it ends with a notice (`bot.service.is_poller_work`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from bot.service import POLLER_DUE_STATES, JobService, Step, is_poller_work
+from bot.service import POLLER_DUE_STATES, POLLER_STATES, JobService, Step, is_poller_work
 from bot.store import Job, JobStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class Poller:
         now = self._clock()
         if not self._backlog or now - self._read_at >= self.settings.idle_seconds:
             try:
-                # Only the poller's states: the front end's due jobs never fill the batch.
+                # Only the poller's states: a front-end job is due only once left behind (its
+                # intake's lease expired, its approval deadline passed), so they never fill the batch.
                 self._backlog = self.store.due_jobs(limit=self.settings.batch, states=POLLER_DUE_STATES)
             except StoreError as exc:
                 log.warning("due jobs could not be read (%s); trying again", exc)
@@ -119,14 +121,15 @@ class Poller:
             self._stepped.clear()
             report.queries += 1
         busy_ids = {job.job_id for job in in_flight.values()}
-        # A pending notice only talks to Slack: it does not count against its target.
-        per_target = Counter(job.target for job in in_flight.values() if not job.is_terminal)
+        # A pending notice, or a left-behind front-end job, only talks to Slack: it does not count
+        # against its target.
+        per_target = Counter(job.target for job in in_flight.values() if job.state in POLLER_STATES)
         submitted = 0
         remaining: list[Job] = []
         for job in self._backlog:
             if job.job_id in busy_ids or job.job_id in self._stepped or not is_poller_work(job):
                 continue
-            upstream = not job.is_terminal
+            upstream = job.state in POLLER_STATES
             if len(in_flight) >= self.settings.workers or (
                 upstream and per_target[job.target] >= self.settings.per_target
             ):

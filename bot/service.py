@@ -56,6 +56,21 @@ it only confirms; absent, it posts, then confirms. So a notice is lost only if S
 failing, and doubled only if a post takes longer than a whole lease (the looker cannot see a
 post still in flight). If the thread cannot be read for a lasting reason (missing
 `channels:history` scope, say), the worker posts: a rare duplicate beats a missing ending.
+
+No job is left before the poller's states
+-----------------------------------------
+The front end (`bot.intake`) works on `received`/`validating` jobs under its own lease
+(`intake:<id>`, longer than the longest intake) and gives them a next check at that lease's
+expiry. If it dies mid-way (Lambda timeout, crash, deploy), the lease runs out and the job is
+found due here: it is ended `cancelled` ("the check stopped before it finished; nothing was
+uploaded; share the file again") through the same claim-post-confirm as every other ending. A
+job in those states that never had a lease (its intake never started) is ended once it has not
+changed for `intake_lease_seconds`. A job whose intake still holds its lease is never touched: the
+due index skips it and acquiring the lease is refused. An `awaiting_approval` job carries its
+approval deadline as its next check (set by the intake); found due, it is cancelled with a
+notice naming who could have approved. Taking the lease bumps the job's version, so an intake
+or an Approve that writes after it loses its conditional write, and one that wrote before makes
+the poller's write lose: either the front end or the poller ends the job, never both.
 """
 
 from __future__ import annotations
@@ -104,15 +119,36 @@ NO_JOB_ID = "-"
 
 # States the poller works on; the others belong to the Slack front end (validation, approval).
 POLLER_STATES = frozenset({S.QUEUED, S.UPLOADING, S.SUBMITTED})
-# What the poller asks the due index for: its work states, and endings whose notice is pending.
-POLLER_DUE_STATES = POLLER_STATES | TERMINAL_STATES
+# The front end's states the poller watches: it ends such a job when it is left behind (its
+# intake died, or nobody answered the approval request in time). The intake keeps them out of
+# the due index until then (its lease, its next check at the lease expiry or the deadline).
+INTAKE_STATES = frozenset({S.RECEIVED, S.VALIDATING})
+WATCHED_STATES = INTAKE_STATES | {S.AWAITING_APPROVAL}
+# What the poller asks the due index for: its work states, left-behind front-end jobs, and
+# endings whose notice is pending.
+POLLER_DUE_STATES = POLLER_STATES | WATCHED_STATES | TERMINAL_STATES
 # Slack message metadata on every ending post: how a later worker recognises it in the thread.
 ENDING_EVENT_TYPE = "tablebot_job_ending"
 
 
 def is_poller_work(job: Job) -> bool:
-    """Does the poller have something to do for this job (a work state, or a pending notice)?"""
-    return job.state in POLLER_STATES or job.notice_pending
+    """Does the poller have something to do for this job (a work state, a due front-end job it may
+    have to end, or a pending notice)?"""
+    return (
+        job.state in POLLER_STATES
+        or job.notice_pending
+        or (job.state in WATCHED_STATES and job.next_check_at is not None)
+    )
+
+
+def intake_stranded(job: Job, now: datetime, intake_lease_seconds: float) -> bool:
+    """Was this `received`/`validating` job left behind by its intake? Its lease expired, or it
+    never had one and has not changed for `intake_lease_seconds`. Never while a lease runs."""
+    if job.state not in INTAKE_STATES or job.lease_active(now):
+        return False
+    if job.lease_expires_at is not None:
+        return True
+    return job.updated_at + timedelta(seconds=intake_lease_seconds) <= now
 
 
 Step = Literal[
@@ -128,6 +164,7 @@ Step = Literal[
     "done",
     "failed",
     "timed_out",
+    "cancelled",  # a front-end job left behind (intake died, no approver answered), ended with a notice
     "error",  # a bug: logged, the job is checked again later
 ]
 
@@ -192,6 +229,13 @@ class PollSettings:
     notice_lease_seconds: float = 120.0  # a worker's hold on a notice it picked up (then another may look)
     gate_recheck_seconds: float = 5.0  # a queued job waiting for another job's table gate
     gate_lease_seconds: float = 3600.0  # renewed at every check of the holder
+    # A received/validating job with no lease is ended after this long without a write; the
+    # intake's own lease (`bot.intake.IntakeSettings`, same default) covers the jobs it works on.
+    # Longer than Lambda's 15-minute limit, so a running intake is never taken for a dead one.
+    intake_lease_seconds: float = 960.0
+    # Only for the notice's wording when a job's history does not show when its wait began; the
+    # deadline itself is the job's next check, set by the intake.
+    approval_timeout_seconds: float = 86400.0
 
 
 def _part_label(index: int, count: int) -> str:
@@ -326,6 +370,8 @@ class JobService:
         """One step of one due job, under its lease. Never raises for one job's trouble."""
         if not is_poller_work(seen):
             return "skipped"
+        if seen.state in WATCHED_STATES:
+            return self._end_left_behind(seen)
         lease = self.settings.notice_lease_seconds if seen.is_terminal else self.settings.lease_seconds
         try:
             job = self.store.acquire_lease(seen, self.worker_id, lease)
@@ -625,6 +671,76 @@ class JobService:
         )
         return self._finish(job, self._ending(job, table, S.TIMED_OUT, reason), parts)
 
+    # -- front-end jobs left behind ---------------------------------------------------------------
+
+    def _end_left_behind(self, seen: Job) -> Step:
+        """End a `received`/`validating` job whose intake died, or an approval wait past its
+        deadline: `cancelled`, with one notice (module docstring, "No job is left...")."""
+        now = self._now()
+        if seen.state in INTAKE_STATES and not intake_stranded(seen, now, self.settings.intake_lease_seconds):
+            return "busy" if seen.lease_active(now) else "skipped"
+        try:
+            job = self.store.acquire_lease(seen, self.worker_id, self.settings.notice_lease_seconds)
+        except (LeaseHeld, JobConflict):
+            return "busy"
+        # Only the write we just made may lie between `seen` (judged above) and `job`: anything
+        # else (the intake renewed or moved on, an Approve) means `seen` is no longer the truth.
+        if job.version != seen.version + 1 or job.next_check_at is None or job.next_check_at > self._now():
+            self.store.release_lease(job, self.worker_id)
+            return "busy"
+        try:
+            reason = self._left_behind_reason(job)
+            ending = Ending(S.CANCELLED, reason, self._target_label(job), (), retryable=False)
+            return self._finish(job, ending, job.upstream_parts)
+        except JobConflict:
+            log.info("job %s changed under worker %s; left to its new owner", job.job_id, self.worker_id)
+            return "lost"
+        except Exception:
+            log.exception("job %s: unexpected error in worker %s; checked again later", job.job_id, self.worker_id)
+            self._park_after_error(job.job_id)
+            return "error"
+
+    def _target_label(self, job: Job) -> str:
+        try:
+            return TARGET_LABELS[self.tables.table(job.table).kind]
+        except ConfigError:
+            return TARGET_LABELS.get(job.target, job.target)
+
+    def _left_behind_reason(self, job: Job) -> str:
+        file = f"`{job.file_name}`"
+        if job.state in INTAKE_STATES:
+            log.warning("job %s: its intake stopped in %s; ending it", job.job_id, job.state)
+            return (
+                f"The check of {file} stopped before it finished (the bot was interrupted), so nothing was "
+                "uploaded. Share the file again."
+            )
+        entered = [h for h in self.store.history_for_job(job.job_id) if h.to_state is S.AWAITING_APPROVAL]
+        waited = self.settings.approval_timeout_seconds
+        if entered and job.next_check_at is not None:
+            waited = max((job.next_check_at - entered[-1].at).total_seconds(), 0.0)
+        within = f"within {_duration(waited)}"
+        if entered and entered[-1].reason.startswith("valid; waiting for confirmation"):
+            return (
+                f"<@{job.requested_by}> did not confirm the upload of {file} {within}, so nothing was "
+                "uploaded. Share the file again to start over."
+            )
+        return (
+            f"No approver answered {within}, so nothing was uploaded. Share the file again, "
+            f"or ask {self._approvers(job)} to look at it when you do."
+        )
+
+    def _approvers(self, job: Job) -> str:
+        try:
+            ids = self.tables.table(job.table).extra.get("approvers", [])
+        except ConfigError:
+            ids = []
+        if isinstance(ids, str):
+            ids = [ids]
+        found = (
+            [_mention(str(i)) for i in ids if isinstance(i, str) and i and i != "*"] if isinstance(ids, list) else []
+        )
+        return ", ".join(found) if found else f"the approvers of `{job.table}`"
+
     # -- endings ----------------------------------------------------------------------------------
 
     def _ending(self, job: Job, table: TableConfig, state: JobState, reason: str | None) -> Ending:
@@ -717,4 +833,20 @@ def _step_for(state: JobState) -> Step:
         return "done"
     if state is S.TIMED_OUT:
         return "timed_out"
+    if state is S.CANCELLED:
+        return "cancelled"
     return "failed"
+
+
+def _mention(slack_id: str) -> str:
+    """A Slack mention of a user or a user group (`S...`), as the front end writes them."""
+    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"
+
+
+def _duration(seconds: float) -> str:
+    """24 h, 90 min, 45 s: the wording of a wait in a notice."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"

@@ -14,6 +14,8 @@
 | `TABLEBOT_LEASE_SECONDS` | a worker's hold on a job (longer than one upload) | 600 |
 | `TABLEBOT_NOTICE_RETRY_SECONDS`, `TABLEBOT_ERROR_RETRY_SECONDS` | wait after Slack / upstream trouble | 30, 30 |
 | `TABLEBOT_NOTICE_LEASE_SECONDS` | a worker's hold on an ending notice it is posting (then another looks in the thread) | 120 |
+| `TABLEBOT_INTAKE_LEASE_SECONDS` | the intake's hold on a job while it checks a file (> Lambda's 15 min) | 960 |
+| `TABLEBOT_APPROVAL_TIMEOUT_SECONDS` | an approval or confirmation wait before it is cancelled | 86400 |
 | `TABLEBOT_WORK_DIR` | where a staged file is copied before sending | the system temp dir |
 
 The schedule itself (every minute) is in serverless.yml.
@@ -63,6 +65,8 @@ def poll_settings_from_env(env: Mapping[str, str]) -> PollSettings:
         error_retry_seconds=_number(env, "TABLEBOT_ERROR_RETRY_SECONDS", d.error_retry_seconds),
         notice_retry_seconds=_number(env, "TABLEBOT_NOTICE_RETRY_SECONDS", d.notice_retry_seconds),
         notice_lease_seconds=_number(env, "TABLEBOT_NOTICE_LEASE_SECONDS", d.notice_lease_seconds),
+        intake_lease_seconds=_number(env, "TABLEBOT_INTAKE_LEASE_SECONDS", d.intake_lease_seconds),
+        approval_timeout_seconds=_number(env, "TABLEBOT_APPROVAL_TIMEOUT_SECONDS", d.approval_timeout_seconds),
     )
 
 

@@ -20,6 +20,7 @@ _HEADLINES = {
     JobState.DONE: ":white_check_mark: *Done*",
     JobState.FAILED: ":x: *Failed*",
     JobState.TIMED_OUT: ":hourglass: *No ending in time*",
+    JobState.CANCELLED: ":no_entry_sign: *Cancelled*",
 }
 
 
@@ -63,6 +64,8 @@ def ending_summary(job: Job, ending: Ending) -> str:
         return f"{_HEADLINES[JobState.DONE]}: {ending.target_label} updated {_what(job)}."
     if ending.state is JobState.TIMED_OUT:
         return f"{_HEADLINES[JobState.TIMED_OUT]}: {ending.target_label} has not finished {_what(job)}."
+    if ending.state is JobState.CANCELLED:
+        return f"{_HEADLINES[JobState.CANCELLED]}: nothing was uploaded to {ending.target_label} for {_what(job)}."
     return f"{_HEADLINES[JobState.FAILED]}: {ending.target_label} did not take {_what(job)}."
 
 

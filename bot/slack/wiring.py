@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.config import ConfigError, Settings, TableConfig, TablesFile
-from bot.intake import Fetcher, Intake
+from bot.intake import Fetcher, Intake, IntakeSettings
 from bot.schema import TableSchema
 from bot.slack.app import SlackDeps
 from bot.slack.permissions import GroupCache, Permissions
@@ -95,6 +95,7 @@ def build_slack_deps(
         schema_for,
         Fetcher(http, str(env.get("SLACK_BOT_TOKEN", "")), sources, s3_client),
         work_dir=Path(work_dir) if work_dir else None,
+        settings=IntakeSettings.from_env(env),
     )
     service = build_service(env, tables=tables, store=store, staging=staging, http=http)
     try:
