@@ -381,10 +381,14 @@ class JobService:
             # `seen` was a stale copy: another worker stepped the job meanwhile and set its next check.
             self.store.release_lease(job, self.worker_id)
             return "busy"
+        if job.is_terminal:
+            return self._guarded(job, lambda: self._notice_again(job))
+        return self._guarded(job, lambda: self._advance(job))
+
+    def _guarded(self, job: Job, step: Callable[[], Step]) -> Step:
+        """Run one step of a leased job: a lost lease or an unexpected error never reaches the poller."""
         try:
-            if job.is_terminal:
-                return self._notice_again(job)
-            return self._advance(job)
+            return step()
         except JobConflict:
             log.info("job %s changed under worker %s; left to its new owner", job.job_id, self.worker_id)
             return "lost"
@@ -688,17 +692,12 @@ class JobService:
         if job.version != seen.version + 1 or job.next_check_at is None or job.next_check_at > self._now():
             self.store.release_lease(job, self.worker_id)
             return "busy"
-        try:
-            reason = self._left_behind_reason(job)
-            ending = Ending(S.CANCELLED, reason, self._target_label(job), (), retryable=False)
+
+        def cancel() -> Step:
+            ending = Ending(S.CANCELLED, self._left_behind_reason(job), self._target_label(job), (), retryable=False)
             return self._finish(job, ending, job.upstream_parts)
-        except JobConflict:
-            log.info("job %s changed under worker %s; left to its new owner", job.job_id, self.worker_id)
-            return "lost"
-        except Exception:
-            log.exception("job %s: unexpected error in worker %s; checked again later", job.job_id, self.worker_id)
-            self._park_after_error(job.job_id)
-            return "error"
+
+        return self._guarded(job, cancel)
 
     def _target_label(self, job: Job) -> str:
         try:
