@@ -64,8 +64,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from bot.slack.app import build_app
-    from bot.slack.local_api import LocalSlackApi
     from bot.slack.wiring import build_slack_deps
+    from devtools.slack_api import LocalSlackApi
     from handlers.slack_events import make_handler
     from tests.slack_support import ALICE, OPS, SECRET, write_slack_tables
 

@@ -34,15 +34,15 @@ from slack_sdk import WebClient  # noqa: E402
 
 from bot.config import load_tables_file  # noqa: E402
 from bot.poller import Poller, PollerSettings, RunReport  # noqa: E402
-from bot.sandbox import SandboxServer, start_sandbox  # noqa: E402
-from bot.sandbox.admin import SandboxAdmin  # noqa: E402
 from bot.service import JobService, PollSettings  # noqa: E402
-from bot.slack.local_api import LocalSlackApi  # noqa: E402
 from bot.slack.notify import SlackNotifier  # noqa: E402
 from bot.staging import FolderStaging  # noqa: E402
 from bot.store import JobState, NewJob, SqliteJobStore  # noqa: E402
 from bot.targets import LimiterRegistry  # noqa: E402
 from bot.wiring import TargetClients  # noqa: E402
+from devtools.sandbox import SandboxServer, start_sandbox  # noqa: E402
+from devtools.sandbox.admin import SandboxAdmin  # noqa: E402
+from devtools.slack_api import LocalSlackApi  # noqa: E402
 
 CHANNEL = "C0BENCH01"
 USER = "U0BENCH01"

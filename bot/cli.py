@@ -246,7 +246,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     """Serve an emulator on 127.0.0.1 until interrupted; its base URL is the one line on stdout."""
     import signal
 
-    from bot.sandbox import create_sandbox, load_settings_file
+    from devtools.sandbox import create_sandbox, load_settings_file
 
     try:
         settings = load_settings_file(args.settings) if args.settings else {}
@@ -277,7 +277,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The real bot in a local Slack, against the sandboxes: 0 when every ending is as expected, else 1."""
-    from bot.demo import run_demo
+    from devtools.demo import run_demo
 
     return run_demo()
 

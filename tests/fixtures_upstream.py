@@ -1,4 +1,4 @@
-"""Fixtures that start the upstream sandboxes (bot/sandbox) on free ports.
+"""Fixtures that start the upstream sandboxes (devtools/sandbox) on free ports.
 
 Each test gets a fresh emulator serving in a thread on 127.0.0.1 (its state starts empty, its
 jobs take a fraction of a second), an admin client for its `/_sandbox` API, and a tables file
@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from bot.config import TablesFile, load_tables_file
-from bot.sandbox import SandboxServer, start_sandbox
-from bot.sandbox.admin import SandboxAdmin
 from bot.targets import LimiterRegistry
+from devtools.sandbox import SandboxServer, start_sandbox
+from devtools.sandbox.admin import SandboxAdmin
 
 # Demo credentials of the sandboxes, set in the tables file's environment names.
 SANDBOX_ENV = {

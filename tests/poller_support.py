@@ -17,13 +17,13 @@ from slack_sdk import WebClient
 from bot.config import TablesFile
 from bot.poller import Poller, PollerSettings
 from bot.service import JobService, Notifier, PollSettings
-from bot.slack.local_api import LocalSlackApi
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
 from bot.staging.layout import normalized_key
 from bot.store import Job, JobState, JobStore, NewJob
 from bot.targets import LimiterRegistry
 from bot.wiring import TargetClients
+from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import SANDBOX_ENV
 
 CHANNEL = "C0OPS0001"

@@ -21,10 +21,10 @@ from slack_sdk import WebClient
 from bot.config import TablesFile, load_tables_file
 from bot.poller import Poller, PollerSettings
 from bot.slack.app import SlackDeps, build_app
-from bot.slack.local_api import LocalSlackApi, SignedRequest, SlackRequestSigner, render_blocks
 from bot.slack.wiring import build_slack_deps
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, JobStore
+from devtools.slack_api import LocalSlackApi, SignedRequest, SlackRequestSigner, render_blocks
 from handlers.slack_events import Handle, make_handler
 from tests.fixtures_upstream import SANDBOX_ENV, write_tables_file
 from tests.poller_support import FAST, FAST_LOOP

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.demo import demo
 from bot.store import JobState
+from devtools.demo import demo
 
 
 def _demo_command() -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.slack.local_api import LocalSlackApi, SignedRequest
+from devtools.slack_api import LocalSlackApi, SignedRequest
 from tests.slack_support import ALICE, OPS, SECRET, write_slack_tables
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,11 +17,11 @@ from slack_sdk import WebClient
 
 from bot.config import TablesFile
 from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, RetryRefused, ending_metadata
-from bot.slack.local_api import LocalSlackApi
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
 from bot.staging.layout import normalized_key
 from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, UpstreamPart, create_table
+from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.poller_support import (
     ALICE,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot.slack.local_api import LocalSlackApi
 from bot.staging import FolderStaging
 from bot.store import SqliteJobStore
 from bot.targets import DengageClient, LimiterRegistry, build_client
+from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import PART_SPACING, SANDBOX_ENV, Upstream
 from tests.poller_support import ALICE, CHANNEL, S, World, all_ended, run_until, write_poller_tables
 

@@ -25,13 +25,13 @@ from bot.config import TableConfig, TablesFile
 from bot.intake import Fetcher, Intake, IntakeResult, IntakeSettings, SlackFileRef, Upload
 from bot.schema import TableSchema
 from bot.service import PollSettings
-from bot.slack.local_api import LocalSlackApi
 from bot.sources import SourceSettings
 from bot.staging import FolderStaging
 from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, create_table
 from bot.store.model import utc_now
 from bot.targets import LimiterRegistry
 from bot.wiring import TargetClients
+from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import SANDBOX_ENV, Upstream
 from tests.poller_support import ALICE, CHANNEL, FAST, HOSTS_CSV, S, World, all_ended, run_until
 from tests.store_support import dynamodb_client

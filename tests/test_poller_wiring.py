@@ -12,13 +12,13 @@ import pytest
 
 from bot.config import ConfigError, TablesFile
 from bot.service import Ending
-from bot.slack.local_api import LocalSlackApi
 from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
 from bot.targets import LimiterRegistry
 from bot.targets.base import DEFAULT_PACING
 from bot.wiring import TargetClients, poll_settings_from_env
+from devtools.slack_api import LocalSlackApi
 from handlers import poll_jobs
 from tests.fixtures_upstream import SANDBOX_ENV
 from tests.poller_support import ALICE, CHANNEL, HOSTS_CSV, World

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.sandbox.dengage import split_file_content
-from bot.sandbox.server import BadRequest
+from devtools.sandbox.dengage import split_file_content
+from devtools.sandbox.server import BadRequest
 from tests.fixtures_upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import pytest
 import handlers.slack_events as entry
 from bot.config import ConfigError
 from bot.slack.app import build_app
-from bot.slack.local_api import LocalSlackApi
 from bot.slack.wiring import build_slack_deps
+from devtools.slack_api import LocalSlackApi
 from tests.slack_support import ALICE, LAMBDA_CONTEXT, OPS, SECRET, write_slack_tables
 
 

@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.slack.local_api import (
+from devtools.slack_api import (
     FILE_DOWNLOAD,
     LocalSlackApi,
     SlackRequestSigner,

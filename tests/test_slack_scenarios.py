@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.slack.local_api import LocalSlackApi
 from bot.store import DynamoJobStore, JobStore, SqliteJobStore, create_table
+from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.slack_support import ALICE, BOB, CAROL, DAVE, OPS, RANDOM, SECRET, Front, S, build_front
 from tests.store_support import dynamodb_client

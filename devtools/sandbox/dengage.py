@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bot.sandbox.server import CHUNK, BadRequest, Job, Request, Response, SandboxApp, bearer
+from devtools.sandbox.server import CHUNK, BadRequest, Job, Request, Response, SandboxApp, bearer
 
 TYPES = ("TEXT", "INTEGER", "DECIMAL", "BOOLEAN", "DATE", "DATETIME", "EMAIL", "PHONE")
 _DATETIME_FORMATS = (

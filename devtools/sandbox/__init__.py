@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.bigpanda import BigPandaSandbox
-from bot.sandbox.dengage import DengageSandbox
-from bot.sandbox.server import SandboxApp, SandboxServer, SandboxSettings
+from devtools.sandbox.bigpanda import BigPandaSandbox
+from devtools.sandbox.dengage import DengageSandbox
+from devtools.sandbox.server import SandboxApp, SandboxServer, SandboxSettings
 
 __all__ = ["SandboxServer", "SandboxSettings", "create_sandbox", "load_settings_file", "start_sandbox"]
 

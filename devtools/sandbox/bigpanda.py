@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.server import Job, Request, Response, SandboxApp, bearer
+from devtools.sandbox.server import Job, Request, Response, SandboxApp, bearer
 
 _MAP = {"v2.1": "mapping-enrichment", "v1.0": "enrichments"}
 _JOBS = {"v2.1": "alert-enrichments-jobs", "v1.0": "enrichment-jobs"}

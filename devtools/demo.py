@@ -1,6 +1,6 @@
 """`tablebot demo`: the real bot, end to end, on embedded defaults, with no accounts.
 
-Everything production runs, run locally: the local Slack Web API server (`bot.slack.local_api`)
+Everything production runs, run locally: the local Slack Web API server (`devtools.slack_api`)
 plays Slack, the BigPanda and D·engage sandboxes play the vendors, the job store is the embedded
 SQLite one and staging is a folder. The bot is the Lambda handler of `handlers/slack_events.py`
 around the Bolt app of `bot.slack.app`, fed Slack-signed requests; its lazy re-invocation runs
@@ -42,15 +42,15 @@ from slack_sdk import WebClient
 
 from bot.config import TablesFile, load_tables_file
 from bot.poller import Poller
-from bot.sandbox import SandboxServer, start_sandbox
-from bot.sandbox.admin import SandboxAdmin
 from bot.slack.app import build_app
-from bot.slack.local_api import LocalSlackApi, SlackRequestSigner
 from bot.slack.messages import RETRY_ACTION_ID
 from bot.slack.wiring import build_slack_deps
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, JobStore, SqliteJobStore
 from bot.wiring import build_poller
+from devtools.sandbox import SandboxServer, start_sandbox
+from devtools.sandbox.admin import SandboxAdmin
+from devtools.slack_api import LocalSlackApi, SlackRequestSigner
 from handlers.slack_events import Handle, make_handler
 
 S = JobState
