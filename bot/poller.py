@@ -23,8 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from bot.errors import StoreError
 from bot.service import POLLER_DUE_STATES, POLLER_STATES, JobService, Step, is_poller_work
-from bot.store import Job, JobStore, StoreError
+from bot.store import Job, JobStore
 
 log = logging.getLogger(__name__)
 

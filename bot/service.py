@@ -85,22 +85,24 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
-from bot.config import ConfigError, TableConfig, TablesFile
-from bot.staging import StagedKeyNotFound, Staging, StagingError
-from bot.staging.layout import normalized_key, previous_version
-from bot.store import (
-    Job,
+from bot.config import TableConfig, TablesFile
+from bot.errors import (
+    ConfigError,
     JobConflict,
-    JobState,
-    JobStore,
     LeaseHeld,
-    NewJob,
+    NoticeFailed,
+    Refused,
+    StagedKeyNotFound,
+    StagingError,
     StoreError,
-    UpstreamPart,
+    UpstreamError,
 )
+from bot.staging import Staging
+from bot.staging.layout import normalized_key, previous_version
+from bot.store import Job, JobState, JobStore, NewJob, UpstreamPart
 from bot.store.model import as_utc, utc_now
 from bot.store.states import TERMINAL_STATES
-from bot.targets import BigPandaClient, DengageClient, FileSource, UpstreamError
+from bot.targets import BigPandaClient, DengageClient, FileSource
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +173,6 @@ Step = Literal[
 TARGET_LABELS = {"bigpanda": "BigPanda", "dengage": "D·engage"}
 
 
-class NoticeFailed(Exception):
-    """The notifier could not post (Slack down, rate limited): nothing was posted; try later."""
-
-
 @dataclass(frozen=True)
 class Ending:
     """How a job ends, as told to the thread."""
@@ -209,10 +207,6 @@ def ending_metadata(job: Job, state: JobState) -> dict[str, object]:
         "event_type": ENDING_EVENT_TYPE,
         "event_payload": {"job_id": job.job_id, "ending": str(state), "attempt": job.attempts},
     }
-
-
-class RetryRefused(Exception):
-    """A Retry that cannot be done; the message says why (for the user)."""
 
 
 @dataclass(frozen=True)
@@ -303,7 +297,7 @@ class JobService:
         already applied (a multi-part D·engage upload) are kept; sending resumes after them."""
         job = self.store.get_job(job_id)
         if job.state is not S.FAILED:
-            raise RetryRefused(f"job {job_id} is {job.state}, not failed: only a failed upload can be retried")
+            raise Refused(f"job {job_id} is {job.state}, not failed: only a failed upload can be retried")
         keep: list[UpstreamPart] = []
         for part in sorted(job.upstream_parts, key=lambda p: p.index):
             if part.status != DONE or part.index != len(keep) + 1:
@@ -318,19 +312,17 @@ class JobService:
                 changes={"upstream_parts": tuple(keep), "last_error": None},
             )
         except JobConflict as exc:
-            raise RetryRefused(
-                f"job {job_id} was changed meanwhile (now {exc.current.state}); it was not retried"
-            ) from None
+            raise Refused(f"job {job_id} was changed meanwhile (now {exc.current.state}); it was not retried") from None
 
     def restore_previous(
         self, table: str, actor: str, *, channel_id: str | None = None, thread_ts: str | None = None
     ) -> Job:
         """Queue an upload of the table's previous successful version (the normalized file of the
-        newest `done` job before the latest `done` one). Raises RetryRefused when there is none."""
+        newest `done` job before the latest `done` one). Raises Refused when there is none."""
         self.tables.table(table)  # ConfigError for an unknown table
         done_jobs = [j for j in self.store.recent_jobs(table, limit=100) if j.state is S.DONE]
         if not done_jobs:
-            raise RetryRefused(f"table {table} has no successful upload to go back from")
+            raise Refused(f"table {table} has no successful upload to go back from")
         current = done_jobs[0]
 
         def was_done(job_id: str) -> bool:
@@ -341,7 +333,7 @@ class JobService:
 
         version = previous_version(self.staging, table, current.job_id, accept=was_done)
         if version is None:
-            raise RetryRefused(f"table {table} has no earlier successful version still in staging")
+            raise Refused(f"table {table} has no earlier successful version still in staging")
         source = self.store.get_job(version.job_id)
         new = NewJob(
             table=table,
