@@ -106,7 +106,7 @@ def mention(slack_id: str) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """24 h, 90 min, 45 s: the wording of a wait in a notice."""
+    """24 h, 1.5 h, 10 min, 45 s: the wording of a wait in a notice."""
     if seconds >= 3600:
         return f"{seconds / 3600:.3g} h"
     if seconds >= 60:
