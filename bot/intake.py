@@ -14,7 +14,7 @@ A job is never left behind: `run` holds the job's lease (`intake:<id>`, `IntakeS
 lease_seconds`, longer than Lambda's 15 minutes) while it works, renews it between steps, and
 gives the job a next check at the lease's expiry; a job waiting for approval gets its deadline as
 its next check. If this process dies, the poller finds the job due once the lease or deadline
-has passed and ends it with a notice (`bot.service`, "No job is left...").
+has passed and ends it with a notice (`bot.service.left_behind`).
 
 Its settings (`TABLEBOT_INTAKE_LEASE_SECONDS`, `TABLEBOT_APPROVAL_TIMEOUT_SECONDS`) are in `bot.settings`.
 """

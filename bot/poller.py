@@ -10,7 +10,7 @@ target, so a busy target (waiting on its shared rate limiter) cannot hold every 
 another target's jobs wait. A step that raises is logged and counted; it never stops the run.
 The due jobs it asks for are its own: queued, uploading, submitted, ended jobs whose notice
 is still to be posted, and front-end jobs left behind (an intake that died, an approval wait past
-its deadline), which it ends with a notice (`bot.service.is_poller_work`).
+its deadline), which it ends with a notice (`bot.service.due.is_poller_work`).
 """
 
 from __future__ import annotations
