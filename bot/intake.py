@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from bot.errors import (
     StoreError,
     UpstreamError,
 )
+from bot.observability import record_check
 from bot.preview import ChangePreview, diff_versions
 from bot.schema import TableSchema
 from bot.settings import Settings
@@ -296,8 +298,10 @@ class Intake:
         job = self._heartbeat(job, owner)
         with tempfile.TemporaryDirectory(prefix="tablebot-intake-", dir=self.work_dir) as tmp:
             normalized = Path(tmp) / "normalized.csv"
+            checking = time.monotonic()
             with self.staging.open(staged.key) as source, normalized.open("wb") as out:
                 report = validate(source, schema, self.options, out)
+            record_check(report.valid, time.monotonic() - checking)
             if not report.valid:
                 job = self.store.transition(
                     job,

@@ -68,6 +68,24 @@ def _megabytes(name: str, raw: str) -> int:
     return int(_positive(name, raw) * MB)
 
 
+def _level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {raw!r}")
+    return value
+
+
+def _cap(name: str, raw: str) -> int:
+    """A whole number; 0 means no cap."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (0: no cap), not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (no cap) or more, not {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -264,6 +282,28 @@ class Settings:
         120.0,
         "a worker's hold on an ending notice it is posting (then another looks in the thread first)",
         parse=_positive,
+    )
+
+    # -- limits -------------------------------------------------------------------------------
+    max_uploads_per_user: int = setting(
+        "TABLEBOT_MAX_UPLOADS_PER_USER",
+        3,
+        "uploads one person may have in flight (checking, waiting, queued, uploading) at once; 0: no cap",
+        parse=_cap,
+    )
+    max_uploads_per_table: int = setting(
+        "TABLEBOT_MAX_UPLOADS_PER_TABLE",
+        5,
+        "uploads one table may have in flight at once (they are sent one after another anyway); 0: no cap",
+        parse=_cap,
+    )
+
+    # -- operations ---------------------------------------------------------------------------
+    log_level: str = setting(
+        "TABLEBOT_LOG_LEVEL", "INFO", "log level: DEBUG, INFO, WARNING, ERROR (JSON lines on Lambda)", parse=_level
+    )
+    metrics_namespace: str = setting(
+        "TABLEBOT_METRICS_NAMESPACE", "tablebot", "CloudWatch namespace of the bot's metrics (EMF, on Lambda)"
     )
 
 

@@ -3,13 +3,15 @@ job needs and hands it to the step's module; Retry and restore go to `bot.servic
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from bot.config import TablesFile
-from bot.errors import ConfigError, JobConflict, LeaseHeld
+from bot.errors import ConfigError, JobConflict, LeaseHeld, StoreError
+from bot.observability import METRICS, job_context
 from bot.service.checking import check_status
 from bot.service.due import WATCHED_STATES, is_poller_work
 from bot.service.left_behind import end_left_behind
@@ -21,6 +23,8 @@ from bot.service.worker import PollSettings, Step, TargetClientFor, Worker
 from bot.staging import Staging
 from bot.store import Job, JobState, JobStore
 from bot.store.model import utc_now
+
+log = logging.getLogger(__name__)
 
 S = JobState
 
@@ -95,12 +99,41 @@ class JobService:
         """Queue the table's previous successful version (`bot.service.retry.restore_previous`)."""
         return restore_previous(self.worker, table, actor, channel_id=channel_id, thread_ts=thread_ts)
 
+    # -- the first upload step, run at once by the Slack function ---------------------------------
+
+    def start_upload(self, job_id: str) -> Step:
+        """Start a queued job's upload now: the same first step the poller would run (the job's
+        lease, the table gate, the target's shared rate limit), called by the Slack function right
+        after a file is valid and needs no approval, and after Approve, Confirm or Retry. What
+        cannot start now (gate busy, D·engage's next minute, a crash) stays due for the poller.
+        Never raises: the upload is the poller's to finish whatever happens here."""
+        try:
+            job = self.store.get_job(job_id)
+        except StoreError as exc:
+            log.warning("job %s: not started at once (%s); the poller will", job_id, exc)
+            return "skipped"
+        with job_context(job):
+            if job.state is not S.QUEUED or job.quarantined is not None:
+                return "skipped"
+            step = self._step(job)
+            if step == "sent":
+                METRICS.add("UploadsStarted", By="slack")
+            log.info("job %s: first upload step at once: %s", job.job_id, step)
+            return step
+
     # -- the poller's step -------------------------------------------------------------------------
 
     def process(self, seen: Job) -> Step:
         """One step of one due job, under its lease. Never raises for one job's trouble."""
+        with job_context(seen):
+            step = self._step(seen)
+            if step == "sent" and seen.state is S.QUEUED:
+                METRICS.add("UploadsStarted", By="poller")
+            return step
+
+    def _step(self, seen: Job) -> Step:
         worker = self.worker
-        if not is_poller_work(seen):
+        if not is_poller_work(seen) or seen.quarantined is not None:
             return "skipped"
         if seen.state in WATCHED_STATES:
             return end_left_behind(worker, seen)

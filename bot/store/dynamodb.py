@@ -221,7 +221,7 @@ def _plain(attr: Any) -> Any:
     if not isinstance(attr, Mapping) or len(attr) != 1:
         return attr
     kind, value = next(iter(attr.items()))
-    if kind == "S" or kind == "BOOL":
+    if kind in {"S", "BOOL"}:
         return value
     if kind == "NULL":
         return None
