@@ -45,6 +45,7 @@ from bot.errors import (
     StoreError,
     UpstreamError,
 )
+from bot.limits import NO_CAPS, InFlightCaps, check_in_flight
 from bot.observability import record_check
 from bot.preview import ChangePreview, diff_versions
 from bot.schema import TableSchema
@@ -79,12 +80,14 @@ class IntakeSettings:
     # job whose intake lease ran out, so it must never run out under a live intake.
     lease_seconds: float = 960.0
     approval_timeout_seconds: float = 86400.0  # awaiting approval/confirmation, then cancelled
+    caps: InFlightCaps = NO_CAPS  # uploads in flight per person / per table (`bot.limits`)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeSettings:
         return cls(
             lease_seconds=settings.intake_lease_seconds,
             approval_timeout_seconds=settings.approval_timeout_seconds,
+            caps=InFlightCaps.from_settings(settings),
         )
 
 
@@ -198,8 +201,16 @@ class Intake:
     # -- a new upload ----------------------------------------------------------------------------
 
     def open(self, upload: Upload) -> tuple[Job, bool]:
-        """The job for this delivery, created once: `(job, False)` when it already existed."""
+        """The job for this delivery, created once: `(job, False)` when it already existed.
+        `TooManyInFlight` when the person or the table has as many uploads in flight as allowed."""
         table = self.tables.table(upload.table)
+        check_in_flight(
+            self.store,
+            self.settings.caps,
+            user=upload.requested_by,
+            table=table.alias,
+            delivery_key=upload.delivery_key,
+        )
         new = NewJob(
             table=table.alias,
             target=table.target.name,

@@ -86,6 +86,7 @@ class _TextFormatter(logging.Formatter):
 
 
 _setup_lock = threading.Lock()
+_HANDLER_NAME = "tablebot"
 
 
 def setup_logging(settings: Settings, *, service: str = "tablebot", json_lines: bool = False) -> logging.Logger:
@@ -109,8 +110,11 @@ def setup_logging(settings: Settings, *, service: str = "tablebot", json_lines: 
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_JobFields())
-        for old in list(root.handlers):  # Lambda's runtime installs its own: one line per record
-            root.removeHandler(old)
+        handler.set_name(_HANDLER_NAME)
+        for old in list(root.handlers):
+            # Ours from an earlier call, and the Lambda runtime's own (one line per record).
+            if old.get_name() == _HANDLER_NAME or "Lambda" in type(old).__name__:
+                root.removeHandler(old)
         root.addHandler(handler)
         root.setLevel(level)
         # Libraries' chatter stays at WARNING unless the bot's level asks for DEBUG.

@@ -14,6 +14,7 @@ import httpx
 
 from bot.config import TableConfig, TablesFile, load_tables
 from bot.errors import ConfigError
+from bot.limits import InFlightCaps
 from bot.poller import Poller, PollerSettings
 from bot.service import JobService, Notifier, PollSettings
 from bot.settings import Settings, load_settings
@@ -36,6 +37,7 @@ def poll_settings(settings: Settings) -> PollSettings:
         notice_lease_seconds=settings.notice_lease_seconds,
         intake_lease_seconds=settings.intake_lease_seconds,
         approval_timeout_seconds=settings.approval_timeout_seconds,
+        caps=InFlightCaps.from_settings(settings),
     )
 
 

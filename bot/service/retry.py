@@ -4,6 +4,7 @@ successful version queued as a new job. The poller then sends them like any queu
 from __future__ import annotations
 
 from bot.errors import JobConflict, Refused, StoreError
+from bot.limits import check_in_flight
 from bot.service.parts import DONE
 from bot.service.worker import Worker
 from bot.staging.layout import previous_version
@@ -18,6 +19,7 @@ def retry_job(worker: Worker, job_id: str, actor: str) -> Job:
     job = worker.store.get_job(job_id)
     if job.state is not S.FAILED:
         raise Refused(f"job {job_id} is {job.state}, not failed: only a failed upload can be retried")
+    check_in_flight(worker.store, worker.settings.caps, user=actor, table=job.table, job_id=job.job_id)
     keep: list[UpstreamPart] = []
     for part in sorted(job.upstream_parts, key=lambda p: p.index):
         if part.status != DONE or part.index != len(keep) + 1:
@@ -41,6 +43,7 @@ def restore_previous(
     """Queue an upload of the table's previous successful version (the normalized file of the
     newest `done` job before the latest `done` one). Raises Refused when there is none."""
     worker.tables.table(table)  # ConfigError for an unknown table
+    check_in_flight(worker.store, worker.settings.caps, user=actor, table=table)
     done_jobs = [j for j in worker.store.recent_jobs(table, limit=100) if j.state is S.DONE]
     if not done_jobs:
         raise Refused(f"table {table} has no successful upload to go back from")

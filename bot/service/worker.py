@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.config import TableConfig, TablesFile
 from bot.errors import JobConflict, StoreError
+from bot.limits import NO_CAPS, InFlightCaps
 from bot.staging import Staging
 from bot.store import Job, JobStore
 from bot.store.model import as_utc
@@ -67,6 +68,8 @@ class PollSettings:
     # Only for the notice's wording when a job's history does not show when its wait began; the
     # deadline itself is the job's next check, set by the intake.
     approval_timeout_seconds: float = 86400.0
+    # Uploads in flight per person / per table: a Retry or a restore is refused past them.
+    caps: InFlightCaps = NO_CAPS
 
 
 @dataclass(frozen=True)

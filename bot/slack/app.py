@@ -26,7 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.config import TablesFile
-from bot.errors import ConfigError, Refused, SourceError, StoreError
+from bot.errors import ConfigError, Refused, SourceError, StoreError, TooManyInFlight
 from bot.intake import FileRef, Intake, IntakeResult, S3Ref, SlackFileRef, Upload, state_words
 from bot.preview import ChangePreview
 from bot.service import TARGET_LABELS, JobService
@@ -188,7 +188,11 @@ class Front:
 
     def start_upload(self, upload: Upload) -> IntakeResult | None:
         """Create the job (once per delivery), post its status in the thread, check the file."""
-        job, created = self.intake.open(upload)
+        try:
+            job, created = self.intake.open(upload)
+        except TooManyInFlight as exc:  # issue 14: the caps on uploads in flight
+            self.tell(upload.channel_id or "", upload.requested_by, reply_for(exc), upload.thread_ts)
+            return None
         if not created:
             log.info("delivery %s is job %s already; nothing more to do", upload.delivery_key, job.job_id)
             return None
@@ -229,6 +233,8 @@ class Front:
             on_valid=on_valid,
         )
         self.render(result, upload, policy.approvers)
+        if result.kind == "queued":
+            self.deps.service.start_upload(result.job.job_id)  # issue 14: the bot starts the upload
         return result
 
     def render(self, result: IntakeResult, upload: Upload, approvers: tuple[str, ...]) -> None:
@@ -656,3 +662,5 @@ class Front:
             self.client.chat_update(channel=channel, ts=message["ts"], text=note, blocks=[*kept, m._section(note)])
         else:
             self.reply(channel, job.thread_ts or thread_ts, *m.plain(note))
+        if what in ("approve", "confirm", "retry"):
+            self.deps.service.start_upload(job.job_id)  # issue 14: the bot starts the upload
