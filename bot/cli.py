@@ -1,4 +1,4 @@
-"""`tablebot validate | upload | status | serve | demo | sandbox`.
+"""`tablebot validate | upload | serve | demo | sandbox | jobs | status | quarantine | replay`.
 
 Exit codes (DESIGN.md): 0 ok/valid/done, 1 invalid, 2 usage or config error,
 3 upstream failed, 4 upstream unreachable.
@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from bot.config import load_tables
 from bot.errors import InputError, TablebotError, UpstreamError, UsageError
+from bot.ops_cli import OPS_COMMANDS, add_ops_commands
 from bot.schema import TARGET_KINDS, Column, TableSchema
 from bot.settings import Settings, load_settings
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "State goes to the embedded SQLite store and a local staging folder unless the environment "
         "names DynamoDB / S3 (see README, Configuration).",
     )
+    add_ops_commands(sub)  # jobs, status, quarantine, replay (bot.ops_cli)
     return parser
 
 
@@ -97,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sandbox": cmd_sandbox,
         "demo": cmd_demo,
         "serve": cmd_serve,
+        **OPS_COMMANDS,
     }
     try:
         try:

@@ -33,6 +33,7 @@ post still in flight). If the thread cannot be read for a lasting reason (missin
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -43,7 +44,7 @@ from bot.observability import METRICS
 from bot.service.gate import gate_key
 from bot.service.parts import upstream_job_ids
 from bot.service.worker import Step, Worker
-from bot.store import Job, JobState, UpstreamPart
+from bot.store import Job, JobState, JobStore, UpstreamPart
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,20 @@ def release_gates(worker: Worker, job: Job) -> None:
     keys = {job.gate_key} if job.gate_key else set()
     with suppress(ConfigError):  # the table left the tables file: the recorded key is all there is
         keys.add(gate_key(worker.tables.table(job.table)))
-    for key in keys:
+    release_gate_keys(worker.store, job, keys)
+
+
+def release_gate_keys(store: JobStore, job: Job, keys: Iterable[str]) -> list[str]:
+    """Release the gates among `keys` that `job` holds; the keys released."""
+    freed = []
+    for key in sorted(keys):
         try:
-            if worker.store.release_table_gate(key, job.job_id):
+            if store.release_table_gate(key, job.job_id):
+                freed.append(key)
                 log.info("job %s: table gate %s released", job.job_id, key)
         except StoreError as exc:
             log.warning("job %s: table gate %s not released (%s); taken over later", job.job_id, key, exc)
+    return freed
 
 
 def notice_again(worker: Worker, job: Job) -> Step:
