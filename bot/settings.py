@@ -284,6 +284,13 @@ class Settings:
         parse=_positive,
     )
 
+    start_upload_at_once: bool = setting(
+        "TABLEBOT_START_UPLOAD_AT_ONCE",
+        True,
+        "the Slack function starts the upload right after the check (and after Approve, Confirm, Retry); false: the poller starts every upload",
+        parse=_flag,
+    )
+
     # -- limits -------------------------------------------------------------------------------
     max_uploads_per_user: int = setting(
         "TABLEBOT_MAX_UPLOADS_PER_USER",

@@ -38,6 +38,7 @@ def poll_settings(settings: Settings) -> PollSettings:
         intake_lease_seconds=settings.intake_lease_seconds,
         approval_timeout_seconds=settings.approval_timeout_seconds,
         caps=InFlightCaps.from_settings(settings),
+        start_at_once=settings.start_upload_at_once,
     )
 
 

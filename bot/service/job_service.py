@@ -106,7 +106,10 @@ class JobService:
         lease, the table gate, the target's shared rate limit), called by the Slack function right
         after a file is valid and needs no approval, and after Approve, Confirm or Retry. What
         cannot start now (gate busy, D·engage's next minute, a crash) stays due for the poller.
-        Never raises: the upload is the poller's to finish whatever happens here."""
+        Never raises: the upload is the poller's to finish whatever happens here. Off
+        (`TABLEBOT_START_UPLOAD_AT_ONCE=false`): "skipped", the poller starts it."""
+        if not self.settings.start_at_once:
+            return "skipped"
         try:
             job = self.store.get_job(job_id)
         except StoreError as exc:

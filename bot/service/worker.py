@@ -70,6 +70,8 @@ class PollSettings:
     approval_timeout_seconds: float = 86400.0
     # Uploads in flight per person / per table: a Retry or a restore is refused past them.
     caps: InFlightCaps = NO_CAPS
+    # `JobService.start_upload` sends at once (the Slack function); False: the poller does it all.
+    start_at_once: bool = True
 
 
 @dataclass(frozen=True)
