@@ -78,6 +78,19 @@ class _JobFields(logging.Filter):
         return True
 
 
+class _CurrentStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stdout`/`sys.stderr` as they are when a line is written (not as they were
+    at set-up), so a replaced stream (test capture, a redirect) gets the lines."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(getattr(sys, name))
+        self._stream_name = name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = getattr(sys, self._stream_name)
+        super().emit(record)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -101,13 +114,13 @@ def setup_logging(settings: Settings, *, service: str = "tablebot", json_lines: 
             from aws_lambda_powertools import Logger
             from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-            handler = logging.StreamHandler(sys.stdout)
+            handler = _CurrentStream("stdout")
             formatter = LambdaPowertoolsFormatter(service=service, utc=True)
             handler.setFormatter(formatter)
             # The Powertools Logger of the handlers writes through the same handler and filter.
             Logger(service=service, level=level, logger_handler=handler, logger_formatter=formatter)
         else:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _CurrentStream("stderr")
             handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_JobFields())
         handler.set_name(_HANDLER_NAME)
@@ -176,11 +189,13 @@ class Metrics:
 
         printed = 0
         for (name, dims), values in self.drain().items():
-            for start in range(0, len(values), 100):  # EMF: at most 100 values of a metric per object
+            # EMF takes at most 100 values of a metric per object (Powertools flushes by itself at
+            # the 100th, which would leave the explicit flush below empty): 99 at a time.
+            for start in range(0, len(values), 99):
                 emf = EphemeralMetrics(namespace=namespace, service=service)
                 for key, label in dims:
                     emf.add_dimension(name=key, value=label)
-                for value in values[start : start + 100]:
+                for value in values[start : start + 99]:
                     emf.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
                 emf.flush_metrics()
                 printed += 1

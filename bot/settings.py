@@ -75,6 +75,16 @@ def _level(name: str, raw: str) -> str:
     return value
 
 
+def _seconds_or_zero(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (0: none), not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more seconds, not {raw!r}")
+    return value
+
+
 def _cap(name: str, raw: str) -> int:
     """A whole number; 0 means no cap."""
     try:
@@ -289,6 +299,12 @@ class Settings:
         True,
         "the Slack function starts the upload right after the check (and after Approve, Confirm, Retry); false: the poller starts every upload",
         parse=_flag,
+    )
+    follow_seconds: float = setting(
+        "TABLEBOT_FOLLOW_SECONDS",
+        60.0,
+        "after starting an upload, the Slack function follows it this long (status checks, the ending notice) before leaving it to the poller; 0: at once",
+        parse=_seconds_or_zero,
     )
 
     # -- limits -------------------------------------------------------------------------------

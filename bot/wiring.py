@@ -39,6 +39,7 @@ def poll_settings(settings: Settings) -> PollSettings:
         approval_timeout_seconds=settings.approval_timeout_seconds,
         caps=InFlightCaps.from_settings(settings),
         start_at_once=settings.start_upload_at_once,
+        follow_seconds=settings.follow_seconds,
     )
 
 

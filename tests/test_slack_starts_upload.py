@@ -16,7 +16,7 @@ from tests.fixtures_upstream import Upstream
 from tests.slack_support import ALICE, BOB, CAROL, DAVE, OPS, RANDOM, Front, S, build_front
 
 HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
-AT_ONCE = {"TABLEBOT_START_UPLOAD_AT_ONCE": "true"}
+AT_ONCE = {"TABLEBOT_START_UPLOAD_AT_ONCE": "true", "TABLEBOT_FOLLOW_SECONDS": "0"}
 
 
 @pytest.fixture
@@ -64,6 +64,22 @@ def test_a_valid_file_is_sent_upstream_by_the_slack_function(front: Front, bigpa
     assert front.poll_until_ended(job).state is S.DONE
     assert "Done" in front.thread(message["ts"])[-1]["text"]
     assert len(bigpanda_upstream.admin.requests("/map")) == 1
+
+
+def test_the_slack_function_follows_the_upload_it_started_to_its_ending(
+    tmp_path: Path, store: JobStore, slack: LocalSlackApi, bigpanda_upstream: Upstream, dengage_upstream: Upstream
+) -> None:
+    built = _front(tmp_path, store, slack, bigpanda_upstream, dengage_upstream, TABLEBOT_FOLLOW_SECONDS="20")
+    front = next(built)
+    try:
+        message = front.share(ALICE, "hosts.csv", HOSTS, text="hosts")
+        front.lambdas.join(30)  # no poller at all: the listener started it, followed it, told it
+        [job] = front.jobs()
+        assert job.state is S.DONE and not job.notice_pending
+        endings = [m for m in front.thread(message["ts"]) if m["ts"] != job.status_ts and "Done" in m["text"]]
+        assert len(endings) == 1
+    finally:
+        next(built, None)
 
 
 def test_approve_and_retry_start_the_upload_at_once(front: Front, bigpanda_upstream: Upstream) -> None:

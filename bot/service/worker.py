@@ -72,6 +72,9 @@ class PollSettings:
     caps: InFlightCaps = NO_CAPS
     # `JobService.start_upload` sends at once (the Slack function); False: the poller does it all.
     start_at_once: bool = True
+    # After it started an upload, the Slack function follows it this long (`JobService.follow`):
+    # a short upstream job is told in its thread within seconds, not at the next scheduled run.
+    follow_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
