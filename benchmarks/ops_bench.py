@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.poller import Poller, PollerSettings  # noqa: E402
+from bot.poller import Poller  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.wiring import build_slack_deps  # noqa: E402
@@ -50,7 +50,7 @@ HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
 
 def stats(samples: list[float]) -> str:
     ordered = sorted(samples)
-    p95 = ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
     return f"median {statistics.median(ordered):.3f} s, p95 {p95:.3f} s, max {ordered[-1]:.3f} s (n={len(ordered)})"
 
 
