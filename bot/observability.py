@@ -19,6 +19,7 @@ import logging
 import re
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
@@ -154,19 +155,24 @@ METRIC_UNITS: Mapping[str, str] = {
 }
 
 
+# Values kept per metric between two flushes: a Lambda invocation flushes long before; a process
+# that never flushes (`tablebot serve`) keeps only the latest, so its memory stays bounded.
+KEPT_VALUES = 10_000
+
+
 class Metrics:
     """A process's metrics, recorded from any thread and flushed as EMF by the Lambda handlers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], deque[float]] = {}
 
     def add(self, name: str, value: float = 1.0, **dimensions: str) -> None:
         if name not in METRIC_UNITS:
             raise ValueError(f"unknown metric {name!r}: add it to METRIC_UNITS (and docs/operations.md)")
         key = (name, tuple(sorted(dimensions.items())))
         with self._lock:
-            self._values.setdefault(key, []).append(float(value))
+            self._values.setdefault(key, deque(maxlen=KEPT_VALUES)).append(float(value))
 
     def total(self, name: str, **dimensions: str) -> float:
         """The sum of what was recorded under `name` (and these dimensions, if given) since the last flush."""
@@ -180,7 +186,7 @@ class Metrics:
     def drain(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]:
         with self._lock:
             values, self._values = self._values, {}
-        return values
+        return {key: list(kept) for key, kept in values.items()}
 
     def flush_emf(self, *, namespace: str, service: str) -> int:
         """Print what was recorded as CloudWatch embedded metric objects (Powertools), one per metric
