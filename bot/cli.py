@@ -307,7 +307,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
-    import logging
     import threading
 
     if not settings.slack_app_token:
@@ -315,7 +314,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token), ("TABLEBOT_CONFIG", settings.config_path)):
         if not value:
             raise UsageError(f"set {name} (see README, Configuration)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.observability import setup_logging
+
+    setup_logging(settings)  # text lines on stderr, the job named on each; TABLEBOT_LOG_LEVEL
 
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
