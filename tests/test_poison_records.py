@@ -8,6 +8,7 @@ has left the tables file."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -211,8 +212,13 @@ def test_a_record_that_is_not_json_is_quarantined_too(world: World, damager: Dam
 
 
 def test_healthy_jobs_end_with_one_notice_each_beside_damaged_records_with_two_pollers(
-    world: World, damager: Damager, bigpanda_upstream: Upstream, dengage_upstream: Upstream
+    world: World,
+    damager: Damager,
+    bigpanda_upstream: Upstream,
+    dengage_upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="bot.poller")
     healthy = [world.queue_job("hosts", HOSTS_CSV), world.queue_job("contacts", CONTACTS_CSV)]
     damaged = _damaged_jobs(world, damager)
     healthy.append(world.queue_job("hosts", HOSTS_CSV))
@@ -240,6 +246,10 @@ def test_healthy_jobs_end_with_one_notice_each_beside_damaged_records_with_two_p
     quarantined = [key for report in reports for key in report.quarantined]
     assert sorted(quarantined) == sorted(f"JOB#{j.job_id}" for j in damaged.values())  # once each, in all
     assert metrics.total("QuarantinedRecords") == len(DAMAGES)
+    told = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
+    for name, job in damaged.items():  # the operators' log: once each, with the key and the reason
+        assert len([t for t in told if f"JOB#{job.job_id}" in t]) == 1
+        assert any(REASONS[name] in t for t in told)
     assert all("error" not in report.steps for report in reports)
 
 

@@ -668,7 +668,7 @@ class DynamoJobStore:
             )
         except _ConditionFailed:
             return False  # changed meanwhile (repaired, or quarantined by another poller)
-        log.warning("quarantined job record %s: %s", damaged.key, damaged.reason)
+        log.debug("quarantined job record %s: %s", damaged.key, damaged.reason)  # the caller reports it
         return True
 
     def next_due_at(self) -> datetime | None:

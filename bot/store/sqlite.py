@@ -372,7 +372,7 @@ class SqliteJobStore:
             )
             won = cursor.rowcount == 1
         if won:
-            log.warning("quarantined job record %s: %s", damaged.key, damaged.reason)
+            log.debug("quarantined job record %s: %s", damaged.key, damaged.reason)  # the caller reports it
         return won
 
     def next_due_at(self) -> datetime | None:
