@@ -46,7 +46,7 @@ from bot.errors import (
     UpstreamError,
 )
 from bot.limits import NO_CAPS, InFlightCaps, check_in_flight
-from bot.observability import record_check
+from bot.observability import in_job_context, record_check
 from bot.preview import ChangePreview, diff_versions
 from bot.schema import TableSchema
 from bot.settings import Settings
@@ -230,6 +230,7 @@ class Intake:
         """Record where the job's thread and status message are (for the poller's notices)."""
         return self.store.update(job, changes={"thread_ts": thread_ts, "status_ts": status_ts})
 
+    @in_job_context
     def run(
         self,
         job: Job,

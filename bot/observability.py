@@ -15,19 +15,24 @@ every invocation. Names, units and dimensions are in `METRIC_UNITS` and docs/ope
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import re
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from bot.settings import Settings
     from bot.store import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Self_ = TypeVar("Self_")
 
 LOG_FIELDS = ("job_id", "table", "target", "delivery")
 _NO_FIELDS: Mapping[str, str | None] = MappingProxyType({})
@@ -55,6 +60,19 @@ def job_context(job: Job | None = None, **fields: str | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def in_job_context(
+    method: Callable[Concatenate[Self_, Job, P], R],
+) -> Callable[Concatenate[Self_, Job, P], R]:
+    """A method taking the job as its first argument logs every line inside `job_context(job)`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Self_, job: Job, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with job_context(job):
+            return method(self, job, *args, **kwargs)
+
+    return wrapper
 
 
 def mask_secrets(text: str) -> str:
