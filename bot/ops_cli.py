@@ -2,7 +2,8 @@
 settings name (DynamoDB when `TABLEBOT_JOBS_TABLE` is set, with the functions' settings; else
 the embedded SQLite store at `TABLEBOT_STORE_PATH`).
 
-- `jobs [--table T] [--open]`: the latest jobs (or every job in flight), newest first;
+- `jobs [--table T] [--open | --quarantined]`: the latest jobs (or those in flight, or those
+  quarantined), newest first;
 - `status JOB`: the job as stored and its whole history;
 - `quarantine JOB [--reason TEXT]`: take a job out of the poller's hands (it stays as it is,
   out of the due index, its table gate freed) until `replay`;
@@ -34,7 +35,11 @@ def add_ops_commands(sub: Any) -> None:
     """Add the operators' subcommands to the `tablebot` parser."""
     p = sub.add_parser("jobs", help="list the latest jobs (or those in flight) of the configured store")
     p.add_argument("--table", help="only this table alias")
-    p.add_argument("--open", action="store_true", help="only jobs not ended (in flight), earliest next check first")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--open", action="store_true", help="only jobs in flight (not ended), earliest next check first")
+    shown.add_argument(
+        "--quarantined", action="store_true", help="only quarantined jobs (among the latest 500; damaged ones: the log)"
+    )
     p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     p.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -99,13 +104,16 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     if args.open:
         jobs = [j for j in store.open_jobs() if args.table is None or j.table == args.table][: args.limit]
+    elif args.quarantined:
+        jobs = [j for j in store.recent_jobs(args.table, limit=500) if j.quarantined is not None][: args.limit]
     else:
         jobs = store.recent_jobs(args.table, limit=args.limit)
     if args.format == "json":
         print(json.dumps([_plain(j) for j in jobs], indent=2))
         return 0
     if not jobs:
-        print("no jobs" + (f" of table {args.table}" if args.table else "") + (" in flight" if args.open else ""))
+        which = " in flight" if args.open else " quarantined" if args.quarantined else ""
+        print("no jobs" + (f" of table {args.table}" if args.table else "") + which)
         return 0
     print(f"{'job':<30} {'state':<18} {'table':<16} {'by':<14} {'updated':<21} file")
     for job in jobs:

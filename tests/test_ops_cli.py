@@ -103,6 +103,8 @@ def test_quarantine_then_replay_and_each_refused_when_the_state_does_not_allow(
 
     code, _, err = run(capsys, "quarantine", job.job_id)
     assert code == 2 and "already quarantined" in err
+    code, out, _ = run(capsys, "jobs", "--quarantined")
+    assert code == 0 and job.job_id in out and "QUARANTINED" in out
 
     code, out, _ = run(capsys, "replay", job.job_id)
     assert code == 0 and "due now" in out

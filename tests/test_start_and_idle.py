@@ -15,7 +15,8 @@ import pytest
 from bot.config import TablesFile
 from bot.errors import TooManyInFlight
 from bot.limits import InFlightCaps, check_in_flight
-from bot.poller import PollerSettings
+from bot.observability import Metrics
+from bot.poller import Poller, PollerSettings
 from bot.service import PollSettings
 from bot.service.gate import gate_key
 from bot.staging import FolderStaging
@@ -114,11 +115,18 @@ def test_an_idle_scheduled_run_returns_at_once(world: World) -> None:
 def test_a_run_keeps_looping_while_a_job_is_in_flight(world: World, bigpanda_upstream: Upstream) -> None:
     job = world.queue_job("hosts", HOSTS_CSV)
     assert world.service().start_upload(job.job_id) == "sent"  # in flight upstream, next check soon
-    poller = world.poller(settings=PollerSettings(run_seconds=20.0, idle_seconds=0.05))
+    metrics = Metrics()
+    service = world.service()
+    poller = Poller(world.store, service, PollerSettings(run_seconds=20.0, idle_seconds=0.05), metrics=metrics)
     report = poller.run()
     assert report.steps["done"] == 1  # the run stayed until the upstream job ended and was told
     assert report.idle  # then it returned without waiting out its 20 s
     assert len(world.endings(job)) == 1
+    # What the operators' alarms read: how late due jobs were picked up, the most overdue one.
+    assert metrics.total("PollerLagSeconds") >= 0 and metrics.drain().keys() >= {
+        ("PollerLagSeconds", ()),
+        ("OldestWaitingSeconds", ()),
+    }
 
 
 def test_a_loop_with_a_stop_event_keeps_its_run(world: World) -> None:
