@@ -114,7 +114,7 @@ class TargetClients:
             return client
 
 
-def slack_notifier(env: Mapping[str, str]) -> Notifier:
+def slack_notifier(env: Mapping[str, str], tables: TablesFile | None = None) -> Notifier:
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
@@ -131,7 +131,7 @@ def slack_notifier(env: Mapping[str, str]) -> Notifier:
         timeout=10,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
     )
-    return SlackNotifier(client)
+    return SlackNotifier(client, tables)
 
 
 def build_service(
@@ -152,7 +152,7 @@ def build_service(
         staging or staging_from_env(env),
         tables,
         TargetClients(http, env),
-        notifier or slack_notifier(env),
+        notifier or slack_notifier(env, tables),
         settings=poll_settings_from_env(env),
         work_dir=Path(work_dir) if work_dir else None,
     )

@@ -43,7 +43,7 @@ from slack_sdk import WebClient
 from bot.config import TablesFile, load_tables_file
 from bot.poller import Poller
 from bot.slack.app import build_app
-from bot.slack.messages import RETRY_ACTION_ID
+from bot.slack.render import RETRY_ACTION_ID
 from bot.slack.wiring import build_slack_deps
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, JobStore, SqliteJobStore

@@ -12,7 +12,7 @@ import pytest
 
 from bot.config import ConfigError, TablesFile
 from bot.service import Ending
-from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
+from bot.slack.render import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
 from bot.targets import LimiterRegistry

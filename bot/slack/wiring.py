@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.config import ConfigError, Settings, TableConfig, TablesFile
 from bot.intake import Fetcher, Intake, IntakeSettings
 from bot.schema import TableSchema
-from bot.slack.app import SlackDeps
+from bot.slack.context import SlackDeps
 from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
 from bot.staging import Staging, staging_from_env
