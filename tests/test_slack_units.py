@@ -227,7 +227,7 @@ def test_block_kit_limits_never_cut_inside_a_code_span_or_an_entity() -> None:
 
 def test_the_report_csv_neutralises_formula_cells() -> None:
     issues = [
-        Issue("unknown_column", Severity.ERROR, 1, "=HYPERLINK(\"http://evil\")", "unknown column", "=1+1"),
+        Issue("unknown_column", Severity.ERROR, 1, '=HYPERLINK("http://evil")', "unknown column", "=1+1"),
         Issue("invalid_integer", Severity.ERROR, 2, "+n", "-3 is not a number", "@SUM(A1)"),
     ]
     report = Report(valid=False, rows=1, columns=["a"], issues=issues, issue_counts={})

@@ -517,7 +517,7 @@ def announcement(job: Job, ending: Ending, permalink: str | None) -> Message:
 
 
 def _safe_link(url: str) -> bool:
-    return url.startswith("https://") and not any(c in url for c in "<>| \n")
+    return url.startswith(("https://", "http://")) and not any(c in url for c in "<>| \n")
 
 
 # -- commands ---------------------------------------------------------------------------------------
