@@ -403,9 +403,10 @@ def file_lines(lines: Sequence[str]) -> Message:
 
 
 def not_csv(file_name: str, pretty_type: str | None) -> str:
-    kind = f" is {esc(pretty_type)}" if pretty_type else " is not a CSV file"
+    kind = f" ({esc(pretty_type)})" if pretty_type else ""
     return (
-        f"{code(file_name)}{kind}: {ACCEPTED}. Save it as CSV (in a spreadsheet: File → Download → CSV) and share that."
+        f"{code(file_name)}{kind} is not a CSV file: {ACCEPTED}. "
+        "Save it as CSV (in a spreadsheet: File → Download → CSV) and share that."
     )
 
 

@@ -119,6 +119,7 @@ class IssueCollector:
         line: int | None,
         column: str | None,
         message: str,
+        *,
         value: str | None = None,
     ) -> None:
         seen = self.counts.get(code, 0)
