@@ -25,7 +25,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.config import ConfigError
+from bot.errors import ConfigError
 from bot.slack import render
 from bot.slack.buttons import BUTTONS
 from bot.slack.commands import help_message, parse_command, run_command

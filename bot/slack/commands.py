@@ -15,12 +15,14 @@ from typing import Literal
 
 from slack_sdk.errors import SlackApiError
 
+from bot.errors import SourceError, StoreError
 from bot.intake import S3Ref, Upload, state_words
 from bot.slack import render
+from bot.slack.errors import reply_for
 from bot.slack.guard import Request
 from bot.slack.uploads import start_upload
-from bot.sources import SourceError, check_s3_allowed
-from bot.store import Job, StoreError
+from bot.sources import check_s3_allowed
+from bot.store import Job
 
 CommandName = Literal["help", "tables", "upload", "validate", "status", "jobs", "history", "restore"]
 
@@ -125,7 +127,7 @@ def cmd_upload(req: Request, parsed: Command) -> None:
     try:
         check_s3_allowed(parsed.uri, req.deps.source_settings.s3_allowed_prefixes)
     except SourceError as exc:
-        req.tell(f":no_entry: Not uploaded. {render.esc(exc.message)}")
+        req.tell(reply_for(exc))
         return
     ref = S3Ref(parsed.uri)
     thread = _parent(
@@ -155,7 +157,7 @@ def cmd_validate(req: Request, parsed: Command) -> None:
     try:
         check_s3_allowed(parsed.uri, req.deps.source_settings.s3_allowed_prefixes)
     except SourceError as exc:
-        req.tell(f":no_entry: {render.esc(exc.message)}")
+        req.tell(reply_for(exc))
         return
     text, blocks = render.dry_run(parsed.table, req.deps.intake.dry_run(parsed.table, S3Ref(parsed.uri)))
     _respond(req, text, blocks)

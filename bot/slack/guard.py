@@ -13,8 +13,9 @@ For each Slack delivery (an event, a slash command, a click) it:
    and whether it is a direct message;
 3. binds the permission rules to them (`Request.can_upload`, `can_approve`, `can_confirm`,
    `can_manage`, `visible_tables`): listeners never ask `Permissions` directly;
-4. catches what goes wrong: a `Refused` is told to the person, anything else is logged and the
-   person gets a short "nothing was changed" note, never a traceback.
+4. catches what goes wrong: an error of the bot's tree (`bot.errors`: a `Refused`, a
+   `SourceError`, ...) is told to the person through `bot.slack.errors.reply_for`; anything else
+   is logged and the person gets a short "nothing was changed" note, never a traceback.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from typing import Any
 
 from slack_bolt import Respond
 
-from bot.intake import Refused
-from bot.service import RetryRefused
+from bot.errors import TablebotError
 from bot.slack.context import SLACK_ERRORS, Replies, SlackDeps
+from bot.slack.errors import reply_for
 from bot.slack.permissions import Decision, Person, Place
-from bot.slack.render import esc
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,10 @@ def guarded(deps: SlackDeps, name: str) -> Callable[[Callable[[Request], None]],
                 external = bool(team) and team != deps.home_team()
                 request = Request(deps, replies, body, Person(user, external), Place(channel, is_dm), thread, respond)
                 work(request)
-            except (Refused, RetryRefused) as exc:
+            except TablebotError as exc:  # a refusal, a file that cannot be fetched, ...: said, escaped
+                log.info("%s: %s (%s)", name, exc.code, type(exc).__name__)
                 if request is not None:
-                    request.tell(esc(str(exc)))
+                    request.tell(reply_for(exc))
             except Exception:
                 log.exception("Slack listener %s failed", name)
                 try:

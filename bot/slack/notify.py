@@ -26,8 +26,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.config import ConfigError, TablesFile
-from bot.service import ENDING_EVENT_TYPE, Ending, NoticeFailed, ending_metadata
+from bot.config import TablesFile
+from bot.errors import ConfigError, NoticeFailed
+from bot.service import ENDING_EVENT_TYPE, Ending, ending_metadata
 from bot.slack.render import announcement, ending_message, progress_message, status_message
 from bot.store import Job
 
