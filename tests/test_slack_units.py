@@ -93,7 +93,7 @@ def test_people_of_another_organisation_are_refused_unless_the_table_allows(perm
     refused = permissions.can_upload("hosts", outsider, Place(OPS))
     assert not refused and "Slack Connect" in refused.reason
     assert not permissions.can_approve("gated", Person(BOB, external=True), ALICE)
-    assert permissions.visible_tables(outsider) == set()
+    assert permissions.visible_tables(outsider) == {"contacts"}, "only the table with allow_external_users"
     assert permissions.visible_tables(Person(ALICE)) == {"hosts", "contacts", "gated"}
     assert permissions.visible_tables(Person(CAROL)) == {"contacts"}, "users = ['*'] lets anyone see contacts"
 

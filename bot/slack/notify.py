@@ -68,6 +68,14 @@ class SlackNotifier:
             return ()
         return channels
 
+    def _approvers(self, job: Job) -> tuple[str, ...]:
+        if self.tables is None:
+            return ()
+        try:
+            return self.tables.table(job.table).access.approvers
+        except ConfigError:
+            return ()
+
     def _announce(self, job: Job, ending: Ending, *, look_first: bool) -> None:
         """One line per team channel; `look_first`: skip channels that have it already."""
         channels = self._notify_channels(job)
@@ -130,7 +138,7 @@ class SlackNotifier:
                 log.warning(
                     "job %s: status message not updated (%s); posting in the thread", job.job_id, _describe(exc)
                 )
-        plain, blocks = ending_message(job, ending)
+        plain, blocks = ending_message(job, ending, self._approvers(job))
         try:
             self.client.chat_postMessage(
                 channel=job.channel_id,

@@ -486,11 +486,14 @@ def ending_summary(job: Job, ending: Ending) -> str:
     return f"{_HEADLINES[JobState.FAILED]}: {label} did not take {_what(job)}."
 
 
-def ending_message(job: Job, ending: Ending) -> Message:
-    """The thread post for a job's ending: what happened, why, what to do; Retry on failures."""
+def ending_message(job: Job, ending: Ending, approvers: Sequence[str] = ()) -> Message:
+    """The thread post for a job's ending: what happened, why, what to do; Retry on failures.
+    `approvers`: who could have approved a wait that was cancelled (the table's, from the notifier)."""
     summary = ending_summary(job, ending)
     blocks: Blocks = [section(summary)]
     reason = esc(ending.reason) if ending.reason else ""
+    if ending.state is JobState.CANCELLED and job.needs_approval and not job.approver and approvers:
+        reason = f"{reason} Approvers: {mentions(approvers)}.".strip()
     if reason:
         blocks.append(section(reason))
     footer = [f"job {code(job.job_id)}", f"asked by {who(job.requested_by)}"]
