@@ -371,12 +371,19 @@ def test_every_ending_of_a_table_is_announced_in_its_team_channel(front: Front, 
     assert front.poll_until_ended(front.job_in(message["ts"], S.QUEUED)).state is S.DONE
     bigpanda_upstream.admin.fault("job_failed")
     failing = front.share(ALICE, "hosts.csv", HOSTS + b"web-3,x,y\n", text="hosts")
-    assert front.poll_until_ended(front.job_in(failing["ts"], S.QUEUED)).state is S.FAILED
-    announced = front.slack.messages(TEAM)
-    assert len(announced) == 2
-    assert "Done" in announced[0]["text"] and "Failed" in announced[1]["text"]
-    links = json.dumps(announced)
+    failed = front.poll_until_ended(front.job_in(failing["ts"], S.QUEUED))
+    assert failed.state is S.FAILED
+    front.click(front.message_with(failing["ts"], "retry_job"), "retry_job", ALICE)  # a retry's ending too
+    assert front.poll_until_ended(front.job_in(failing["ts"], S.QUEUED)).state is S.DONE
+    broken = front.share(ALICE, "hosts.csv", b"host,service,owner\nweb-1\n", text="hosts")  # ended by the front end
+    front.job_in(broken["ts"], S.INVALID)
+    front.wait(lambda: len(front.slack.messages(TEAM)) == 4)
+    announced = [m["text"] for m in front.slack.messages(TEAM)]
+    assert "Done" in announced[0] and "Failed" in announced[1] and "Done" in announced[2]
+    assert "Not uploaded" in announced[3] and "problems" in announced[3]
+    links = json.dumps(front.slack.messages(TEAM))
     assert f"/archives/{OPS}/p{message['ts'].replace('.', '')}" in links, "a link to the thread"
     contacts = front.share(ALICE, "contacts.csv", CONTACTS, text="contacts")
     front.poll_until_ended(front.job_in(contacts["ts"], S.QUEUED))
-    assert len(front.slack.messages(TEAM)) == 2, "only the tables that name the channel"
+    front.lambdas.join()
+    assert len(front.slack.messages(TEAM)) == 4, "only the tables that name the channel, each ending once"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from bot.slack import render
 from bot.slack.guard import Request
+from bot.slack.uploads import announce
 from bot.store import Job, JobState, StoreError
 
 S = JobState
@@ -84,6 +85,7 @@ def reject(req: Request) -> None:
     note = f":no_entry_sign: Rejected by {render.who(req.user)}; nothing was uploaded."
     _decided(req, note)
     req.replies.status(job, render.status(job, note, icon=":no_entry_sign:", cancellable=False))
+    announce(req.deps, req.replies, job, f"rejected by {render.who(req.user)}")
 
 
 def cancel(req: Request) -> None:
@@ -98,6 +100,7 @@ def cancel(req: Request) -> None:
     note = f":no_entry_sign: Cancelled by {render.who(req.user)}; nothing was uploaded."
     req.replies.status(job, render.status(job, note, icon=":no_entry_sign:", cancellable=False))
     req.replies.post(req.channel, job.thread_ts or req.thread_ts, render.message(note))
+    announce(req.deps, req.replies, job, f"cancelled by {render.who(req.user)}")
 
 
 def retry(req: Request) -> None:

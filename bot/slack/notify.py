@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.config import TablesFile
 from bot.errors import ConfigError, NoticeFailed
 from bot.service import ENDING_EVENT_TYPE, Ending, ending_metadata
-from bot.slack.render import announcement, ending_message, progress_message, status_message
+from bot.slack.render import announcement, ending_message, ending_summary, progress_message, status_message
 from bot.store import Job
 
 ANNOUNCEMENT_EVENT_TYPE = "tablebot_job_announcement"
@@ -93,7 +93,7 @@ class SlackNotifier:
             "event_type": ANNOUNCEMENT_EVENT_TYPE,
             "event_payload": ending_metadata(job, ending.state)["event_payload"],
         }
-        plain, blocks = announcement(job, ending, permalink)
+        plain, blocks = announcement(job, ending_summary(job, ending), permalink)
         for channel in channels:
             try:
                 if look_first and self._announced(job, channel, metadata["event_payload"]):

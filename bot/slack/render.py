@@ -513,11 +513,18 @@ def status_message(job: Job, ending: Ending) -> Message:
     return plain_text(summary), [section(summary), context(f"job {code(job.job_id)} · details in the thread")]
 
 
-def announcement(job: Job, ending: Ending, permalink: str | None) -> Message:
-    """One line in a table's team channel: the ending, who asked, a link to the thread."""
+def announcement(job: Job, summary: str, permalink: str | None) -> Message:
+    """One line in a table's team channel: the ending (`summary`, rendered), who asked, a link
+    to the thread."""
     link = f" <{permalink}|Open the thread>" if permalink and _safe_link(permalink) else ""
-    line = f"{ending_summary(job, ending)} Asked by {who(job.requested_by)}.{link}"
+    line = f"{summary} Asked by {who(job.requested_by)}.{link}"
     return plain_text(line), [section(line)]
+
+
+def front_ending_summary(job: Job, how: str) -> str:
+    """An ending the front end decides (invalid file, rejected, cancelled): `how` is rendered."""
+    icon = ":x:" if job.state is JobState.INVALID else ":no_entry_sign:"
+    return f"{icon} *Not uploaded*: {_what(job)}: {how}"
 
 
 def _safe_link(url: str) -> bool:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from bot.errors import ConfigError
 from bot.intake import IntakeResult, StagedRef, Upload
 from bot.preview import ChangePreview
 from bot.slack import render
 from bot.slack.context import SLACK_ERRORS, Replies, SlackDeps
 from bot.store import Job, StoreError
-from bot.validation import Report
+from bot.validation import Report, Severity
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,30 @@ def start_upload(deps: SlackDeps, replies: Replies, upload: Upload) -> IntakeRes
     return result
 
 
+def announce(deps: SlackDeps, replies: Replies, job: Job, how: str) -> None:
+    """An ending decided here (invalid, unreadable, rejected, cancelled), announced in the table's
+    `notify_channels` as the poller announces its endings (`bot.slack.notify`): one line each."""
+    try:
+        channels = deps.tables.table(job.table).access.notify_channels
+    except ConfigError:
+        return
+    if not channels:
+        return
+    permalink = None
+    anchor = job.thread_ts or job.status_ts
+    if job.channel_id and anchor:
+        try:
+            permalink = str(deps.client.chat_getPermalink(channel=job.channel_id, message_ts=anchor)["permalink"])
+        except SLACK_ERRORS as exc:
+            log.warning("job %s: no link to its thread (%s)", job.job_id, type(exc).__name__)
+    rendered = render.announcement(job, render.front_ending_summary(job, how), permalink)
+    for channel in channels:
+        try:
+            replies.post(channel, None, rendered)
+        except SLACK_ERRORS as exc:
+            log.error("job %s: the ending cannot be announced in %s (%s)", job.job_id, channel, type(exc).__name__)
+
+
 def show_result(deps: SlackDeps, replies: Replies, result: IntakeResult, channel: str, thread: str | None) -> None:
     job = result.job
     if result.kind == "invalid" and result.report is not None:
@@ -86,10 +111,12 @@ def show_result(deps: SlackDeps, replies: Replies, result: IntakeResult, channel
                 )
             except SLACK_ERRORS as exc:
                 log.warning("job %s: report file not posted (%s)", job.job_id, type(exc).__name__)
+        announce(deps, replies, job, f"the file has problems ({report.count(Severity.ERROR):,} errors)")
     elif result.kind in ("unreadable", "stopped"):
         line = f"*Not uploaded*: {render.code(job.file_name)} could not be checked."
         replies.status(job, render.status(job, line, icon=":x:", cancellable=False))
         replies.post(channel, thread, render.unreadable(job, result.message or ""))
+        announce(deps, replies, job, "the file could not be checked")
     elif result.kind in ("awaiting_approval", "awaiting_confirmation"):
         approvers = deps.tables.table(job.table).access.approvers
         replies.status(job, render.status(job, render.waiting_line(job, approvers), icon=":raised_hand:"))
