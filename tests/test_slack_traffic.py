@@ -113,6 +113,23 @@ def test_hostile_file_name_and_header_are_shown_not_obeyed(front: Front, bigpand
     assert bigpanda_upstream.admin.requests("/map") == []
 
 
+def test_hostile_words_in_commands_are_echoed_as_text(front: Front) -> None:
+    answer = front.via_lambda(
+        front.signer.slash_command("/table", f"frobnicate {HOSTILE}", user_id=ALICE, channel_id=OPS)
+    )
+    assert "I don't know" in answer["body"] and "&lt;!channel&gt;" in answer["body"]
+    assert "<!channel>" not in answer["body"] and "<https://evil" not in answer["body"]
+    for text in ("history <!here>", "jobs <!channel>", "upload <!here> s3://b/<!channel>.csv"):
+        request = front.command(ALICE, text)
+        front.wait(lambda r=request: front.responses(r))
+        said = front.responses(request)[-1]
+        assert "no table" in said.lower() and "&lt;!" in said, (text, said)
+    posted = json.dumps([p.payload for p in front.slack.response_url_posts()])
+    for raw in RAW_MARKUP:
+        assert raw not in posted
+    _no_raw_markup(front)
+
+
 def test_hostile_values_in_a_valid_file_stay_data_in_the_preview(front: Front, bigpanda_upstream: Upstream) -> None:
     first = front.share(ALICE, "hosts.csv", HOSTS, text="hosts")
     assert front.poll_until_ended(front.job_in(first["ts"], S.QUEUED)).state is S.DONE

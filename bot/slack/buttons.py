@@ -18,6 +18,10 @@ from bot.store import Job, JobState, StoreError
 S = JobState
 
 
+def _without_icon(note: str) -> str:
+    return note.split(" ", 1)[1] if note.startswith(":") else note
+
+
 def _job(req: Request) -> Job | None:
     job_id = str(req.body["actions"][0]["value"])
     try:
@@ -42,7 +46,7 @@ def _after_decision(req: Request, job: Job, note: str) -> None:
         req.replies.status(job, render.status(job, render.waiting_line(job, approvers), icon=":raised_hand:"))
         req.replies.post(req.channel, job.thread_ts or req.thread_ts, render.decision_request(job, approvers))
     else:
-        req.replies.status(job, render.status(job, note, icon=":inbox_tray:"))
+        req.replies.status(job, render.status(job, _without_icon(note), icon=":inbox_tray:"))
 
 
 def approve(req: Request) -> None:
@@ -84,7 +88,7 @@ def reject(req: Request) -> None:
     job = req.deps.intake.reject(job.job_id, req.user)
     note = f":no_entry_sign: Rejected by {render.who(req.user)}; nothing was uploaded."
     _decided(req, note)
-    req.replies.status(job, render.status(job, note, icon=":no_entry_sign:", cancellable=False))
+    req.replies.status(job, render.status(job, _without_icon(note), icon=":no_entry_sign:", cancellable=False))
     announce(req.deps, req.replies, job, f"rejected by {render.who(req.user)}")
 
 
@@ -98,7 +102,7 @@ def cancel(req: Request) -> None:
         return
     job = req.deps.intake.cancel(job.job_id, req.user)
     note = f":no_entry_sign: Cancelled by {render.who(req.user)}; nothing was uploaded."
-    req.replies.status(job, render.status(job, note, icon=":no_entry_sign:", cancellable=False))
+    req.replies.status(job, render.status(job, _without_icon(note), icon=":no_entry_sign:", cancellable=False))
     req.replies.post(req.channel, job.thread_ts or req.thread_ts, render.message(note))
     announce(req.deps, req.replies, job, f"cancelled by {render.who(req.user)}")
 
