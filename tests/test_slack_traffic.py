@@ -380,6 +380,12 @@ def test_a_csv_shared_in_a_direct_message_is_uploaded_when_the_table_allows_dms(
     assert job.table == "contacts" and job.channel_id == channel
     hosts = _share_in_dm(front, ALICE, "hosts.csv", HOSTS)
     front.wait(lambda: "direct messages" in front.slack.thread_transcript(channel, hosts["ts"]))
+    export = _share_in_dm(front, CAROL, "export.csv", HOSTS)  # CAROL may upload only contacts
+    carol_dm = f"D{CAROL[1:]}"
+    menu = front.wait(
+        lambda: next((m for m in front.slack.thread(carol_dm, export["ts"]) if "which table" in m["text"]), None)
+    )
+    assert [o["value"] for o in menu["blocks"][0]["accessory"]["options"]] == ["contacts"]
     assert [j.table for j in front.jobs()] == ["contacts"]
 
 

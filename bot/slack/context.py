@@ -15,7 +15,7 @@ from bot.config import TablesFile
 from bot.intake import Intake
 from bot.service import JobService
 from bot.slack.permissions import Permissions
-from bot.slack.render import Blocks, Message
+from bot.slack.render import Message, message
 from bot.sources import SourceSettings
 from bot.store import Job, JobStore
 
@@ -74,11 +74,9 @@ class Replies:
     def tell(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
         """An ephemeral note to one person (refusals: the channel does not need to see them).
         `text` is rendered already."""
-        blocks: Blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]
+        plain, blocks = message(text)
         try:
-            self.client.chat_postEphemeral(
-                channel=channel, user=user, text=text.replace("*", "")[:3000], blocks=blocks, thread_ts=thread_ts
-            )
+            self.client.chat_postEphemeral(channel=channel, user=user, text=plain, blocks=blocks, thread_ts=thread_ts)
         except SLACK_ERRORS as exc:
             log.warning("ephemeral message not posted: %s", type(exc).__name__)
 

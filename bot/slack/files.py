@@ -12,9 +12,9 @@ For every file of the message:
 - then the person's permission for that table is checked, and the upload (or, with a message
   starting "validate" / "dry run", a dry run) starts in the message's thread.
 
-The bot speaks only where it is expected to: in a channel some table may be uploaded from (a
-direct message: a table with `allow_dms = true`), or when the message names a table. Anywhere
-else it stays quiet, so a CSV shared in #random is nobody's business.
+The bot speaks only where it is expected to: in a direct message, in a channel some table may be
+uploaded from, or when the message names a table. Anywhere else it stays quiet, so a CSV shared
+in #random is nobody's business.
 
 A file arrives twice (the `message`/`file_share` event and `file_shared`); the bot handles the
 first only. Its retries are answered once by the guard; the job's delivery key (file id +
@@ -103,7 +103,7 @@ def on_file_share(req: Request) -> None:
     text = str(event.get("text") or "")
     named = named_tables(text, dict(deps.tables.tables))
     place_tables = deps.permissions.tables_for_place(req.place)
-    if not place_tables and not named:
+    if not place_tables and not named and not req.place.is_dm:
         log.info("files shared in %s, where no table may be uploaded and none was named: left alone", req.channel)
         return
     dry_run = text.strip().lower().startswith(DRY_RUN_WORDS)
@@ -128,7 +128,8 @@ def on_file_share(req: Request) -> None:
             if choices is None:
                 choices = [t.alias for t in deps.permissions.tables_for_person(req.person, req.place)]
             if not choices:
-                reason = req.can_upload((named or [t.alias for t in place_tables])[0]).reason
+                candidates = named or [t.alias for t in place_tables]
+                reason = req.can_upload(candidates[0]).reason if candidates else render.no_table_here(req.place.is_dm)
                 lines.append(render.refused_file(ref.name, reason or "No table here is yours to upload."))
             else:
                 menus.append((ref, choices))

@@ -31,6 +31,7 @@ from bot.errors import TablebotError
 from bot.slack.context import SLACK_ERRORS, Replies, SlackDeps
 from bot.slack.errors import reply_for
 from bot.slack.permissions import Decision, Person, Place
+from bot.slack.render import message
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,10 @@ class Request:
     def tell(self, text: str) -> None:
         """A note only the person sees (rendered text)."""
         if self.respond is not None and "command" in self.body:
-            self.respond(text=text.replace("*", ""), blocks=_blocks(text), response_type="ephemeral")
+            plain, blocks = message(text)
+            self.respond(text=plain, blocks=blocks, response_type="ephemeral")
         else:
             self.replies.tell(self.channel, self.user, text, self.thread_ts)
-
-
-def _blocks(text: str) -> list[dict[str, Any]]:
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}]
 
 
 def delivery_key(body: Body) -> str | None:

@@ -433,10 +433,10 @@ def refused_file(file_name: str, reason: str) -> str:
     return f"{code(file_name)} was not uploaded. {reason}"
 
 
-def nothing_here(user: str, command: str) -> Message:
-    return message(
-        f"{who(user)}, no table can be uploaded here. `{esc(command)} tables` in an upload channel lists what is possible."
-    )
+def no_table_here(is_dm: bool) -> str:
+    if is_dm:
+        return "No table takes files through direct messages: share the file in the table's channel."
+    return "No table may be uploaded from this channel: share the file in the table's channel."
 
 
 def unreadable(job: Job, reason: str) -> Message:
