@@ -280,6 +280,49 @@ def test_worker_dying_after_its_post_the_next_finds_the_post_and_does_not_post_a
     assert [h.to_state for h in world.store.history_for_job(job.job_id)].count(S.DONE) == 1
 
 
+def _with_team_channel(tables: TablesFile, team: str) -> TablesFile:
+    hosts = tables.table("hosts")
+    announced = replace(hosts, access=replace(hosts.access, notify_channels=(team,)))
+    return TablesFile(tables.path, tables.targets, {**tables.tables, "hosts": announced})
+
+
+def test_team_channel_announcements_are_posted_once_when_a_worker_dies(world: World, slack: LocalSlackApi) -> None:
+    team = "C0TEAM001"
+    slack.add_channel(team, "hosts-team")
+    tables = _with_team_channel(world.tables, team)
+    # A worker posts the ending in the thread but dies before its announcement (it runs without
+    # the team channel); the next worker finds the thread post and posts only the announcement.
+    job = world.queue_job("hosts", HOSTS_CSV)
+    dying = world.service(
+        settings=replace(FAST, lease_seconds=1.0),
+        notifier=DiesAfterPosting(SlackNotifier(world.web_client())),
+        worker_id="dies-before-announcing",
+    )
+    _step_until_it_dies(dying, world.store, job)
+    assert slack.messages(team) == []
+    run_until(
+        [world.poller(world.service(worker_id="next", notifier=SlackNotifier(world.web_client(), tables)))],
+        all_ended(world.store, [job]),
+    )
+    assert len(world.endings(job)) == 1 and len(slack.messages(team)) == 1
+    # A worker that dies after posting both: the next one posts neither again.
+    second = world.queue_job("hosts", HOSTS_CSV)
+    dying = world.service(
+        settings=replace(FAST, lease_seconds=1.0),
+        notifier=DiesAfterPosting(SlackNotifier(world.web_client(), tables)),
+        worker_id="dies-after-announcing",
+    )
+    _step_until_it_dies(dying, world.store, second)
+    assert len(slack.messages(team)) == 2
+    run_until(
+        [world.poller(world.service(worker_id="last", notifier=SlackNotifier(world.web_client(), tables)))],
+        all_ended(world.store, [second]),
+    )
+    assert world.store.get_job(second.job_id).notified
+    assert len(world.endings(second)) == 1 and len(slack.messages(team)) == 2
+    assert "Done" in slack.messages(team)[-1]["text"]
+
+
 def test_worker_dying_between_claim_and_post_the_next_posts_once(world: World) -> None:
     job = world.queue_job("hosts", HOSTS_CSV)
     service = world.service()
