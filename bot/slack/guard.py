@@ -129,13 +129,13 @@ def guarded(deps: SlackDeps, name: str) -> Callable[[Callable[[Request], None]],
             if not user or not channel:
                 return
             key = delivery_key(body)
-            if key is not None:
-                first, _ = deps.store.claim_once(f"slack:{key}", name, ttl_seconds=deps.delivery_memory_seconds)
-                if not first:
-                    log.info("%s: delivery %s was answered already; nothing more to do", name, key)
-                    return
             request: Request | None = None
             try:
+                if key is not None:
+                    first, _ = deps.store.claim_once(f"slack:{key}", name, ttl_seconds=deps.delivery_memory_seconds)
+                    if not first:
+                        log.info("%s: delivery %s was answered already; nothing more to do", name, key)
+                        return
                 external = bool(team) and team != deps.home_team()
                 request = Request(deps, replies, body, Person(user, external), Place(channel, is_dm), thread, respond)
                 work(request)
@@ -143,6 +143,8 @@ def guarded(deps: SlackDeps, name: str) -> Callable[[Callable[[Request], None]],
                 log.info("%s: %s (%s)", name, exc.code, type(exc).__name__)
                 if request is not None:
                     request.tell(reply_for(exc))
+                else:  # the delivery could not even be claimed (the job store is down)
+                    replies.tell(channel, user, reply_for(exc), thread)
             except Exception:
                 log.exception("Slack listener %s failed", name)
                 try:
