@@ -29,6 +29,7 @@ import csv
 import io
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from devtools.slack_api import SignedRequest
 from tests.fixtures_upstream import Upstream
@@ -75,8 +76,6 @@ def _select(front: Front, menu: dict[str, Any], user: str, table: str, team: str
 
 
 def _resigned_interaction(front: Front, payload: dict[str, Any]) -> SignedRequest:
-    from urllib.parse import urlencode
-
     return front.signer.sign(
         urlencode({"payload": json.dumps(payload)}), payload, content_type="application/x-www-form-urlencoded"
     )
@@ -293,6 +292,18 @@ def test_slack_connect_approvers_cannot_approve(front: Front) -> None:
     assert front.via_lambda(_resigned_interaction(front, payload))["statusCode"] == 200
     front.wait(lambda: any("Slack Connect" in t for t in front.ephemerals(BOB)))
     assert front.jobs()[0].state is S.AWAITING_APPROVAL
+
+
+def test_slack_connect_commands_see_and_do_only_what_the_tables_allow(front: Front) -> None:
+    # A slash command from another organisation's workspace: its `team_id` is theirs.
+    for text, expected in (("upload hosts s3://b/hosts.csv", "Slack Connect"), ("history hosts", "may not see")):
+        request = front.signer.slash_command("/table", text, user_id=ALICE, channel_id=OPS)
+        fields = {**request.payload, "team_id": OTHER_TEAM}
+        signed = front.signer.sign(urlencode(fields), fields, content_type="application/x-www-form-urlencoded")
+        assert front.via_lambda(signed)["statusCode"] == 200
+        front.wait(lambda r=signed: front.responses(r))
+        assert expected in front.responses(signed)[-1], (text, front.responses(signed))
+    assert front.jobs() == [] and front.slack.messages(OPS) == []
 
 
 def test_status_jobs_history_show_only_tables_the_caller_may_use(front: Front, bigpanda_upstream: Upstream) -> None:
