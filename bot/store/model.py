@@ -103,7 +103,13 @@ class Job:
     notified: bool = False
     notice_claimed_by: str | None = None
     notice_claimed_at: datetime | None = None
-    approver: str | None = None
+    approver: str | None = None  # who approved (or rejected) the upload
+    # What a job waiting in `awaiting_approval` needs before it may go: an approver's Approve (the
+    # table requires approval) and/or a Confirm of a large removal (the requester or an approver
+    # may give it). Both are recorded separately, so one never stands in for the other.
+    needs_approval: bool = False
+    needs_confirmation: bool = False
+    confirmed_by: str | None = None
     finished_at: datetime | None = None
     next_check_at: datetime | None = None  # set: the job is in the due index
     lease_owner: str | None = None
@@ -161,6 +167,9 @@ class JobChanges(TypedDict, total=False):
     notice_claimed_by: str | None
     notice_claimed_at: datetime | None
     approver: str | None
+    needs_approval: bool
+    needs_confirmation: bool
+    confirmed_by: str | None
     gate_key: str | None
 
 
@@ -249,6 +258,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
 
 
 _INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at"})
+_BOOL_FIELDS = frozenset({"notified", "needs_approval", "needs_confirmation"})
 _REQUIRED_FIELDS = tuple(f.name for f in fields(Job) if f.default is MISSING)
 
 
@@ -312,9 +322,9 @@ def _read_job(record: Mapping[str, Any]) -> Job:
             values[f.name] = tuple(_read_part(i, p) for i, p in enumerate(value))
         elif f.name in _INT_FIELDS:
             values[f.name] = _integer(f.name, value)
-        elif f.name == "notified":
+        elif f.name in _BOOL_FIELDS:
             if not isinstance(value, bool):
-                raise _Unreadable(f"notified is {value!r}, not true or false")
+                raise _Unreadable(f"{f.name} is {value!r}, not true or false")
             values[f.name] = value
         else:
             if not isinstance(value, str):
