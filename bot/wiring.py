@@ -7,6 +7,7 @@ The schedule itself (every minute) is in serverless.yml.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Mapping
 
@@ -111,8 +112,11 @@ def build_service(
     staging: Staging | None = None,
     notifier: Notifier | None = None,
     http: httpx.Client | None = None,
+    worker_name: str = "poller",
 ) -> JobService:
-    """`environ` holds the vendor credentials the tables file names (default: the process's)."""
+    """`environ` holds the vendor credentials the tables file names (default: the process's).
+    `worker_name` starts the worker id in leases, history and logs (`slack` for the Slack
+    function, which starts and follows uploads too)."""
     tables = tables or load_tables(settings)
     http = http or httpx.Client(timeout=UPSTREAM_TIMEOUT)
     return JobService(
@@ -122,6 +126,7 @@ def build_service(
         TargetClients(http, environ),
         notifier or slack_notifier(settings, tables),
         settings=poll_settings(settings),
+        worker_id=f"{worker_name}-{secrets.token_hex(4)}",
         work_dir=settings.work_dir,
     )
 
