@@ -5,6 +5,7 @@ job's state does not allow (exit 2)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -125,34 +126,45 @@ def test_quarantine_then_replay_and_each_refused_when_the_state_does_not_allow(
     assert code == 2 and "has ended" in err
 
 
+def _set_state(store: JobStore, job: Job, state: str) -> None:
+    """Write a state word into the stored record beneath the store (a hand edit, a bad deploy)."""
+    if isinstance(store, SqliteJobStore):
+        conn = sqlite3.connect(store.path)
+        (raw,) = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
+        record = {**json.loads(raw), "state": state}
+        conn.execute("UPDATE jobs SET record = ? WHERE job_id = ?", (json.dumps(record), job.job_id))
+        conn.commit()
+        conn.close()
+        return
+    assert isinstance(store, DynamoJobStore)
+    client = dynamodb_client(os.environ["AWS_ENDPOINT_URL"])
+    client.update_item(
+        TableName=store.table_name,
+        Key={"pk": {"S": f"JOB#{job.job_id}"}, "sk": {"S": "JOB"}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":s": {"S": state}},
+    )
+
+
 def test_a_damaged_record_is_shown_and_not_replayed_until_repaired(
     store: JobStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not isinstance(store, SqliteJobStore):
-        pytest.skip("the damage itself is written through SQLite here; DynamoDB's is in test_poison_records")
     job = queued(store)
-    conn = sqlite3.connect(store.path)
-    (raw,) = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
-    record = json.loads(raw)
-    conn.execute(
-        "UPDATE jobs SET record = ? WHERE job_id = ?", (json.dumps({**record, "state": "exploded"}), job.job_id)
-    )
-    conn.commit()
+    _set_state(store, job, "exploded")
     assert store.due_jobs().quarantined  # the poller's read quarantines it
 
     code, out, _ = run(capsys, "status", job.job_id)
     assert code == 0 and "CANNOT BE READ" in out and "'exploded'" in out and "validating → queued" in out
     code, _, err = run(capsys, "replay", job.job_id)
     assert code == 2 and "still cannot be read" in err
+    code, _, err = run(capsys, "quarantine", job.job_id)
+    assert code == 2 and "cannot be read" in err
 
     # Repaired by hand (the state put back): the quarantine marker stays until the replay.
-    (raw,) = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
-    conn.execute(
-        "UPDATE jobs SET record = ? WHERE job_id = ?", (json.dumps({**json.loads(raw), "state": "queued"}), job.job_id)
-    )
-    conn.commit()
-    conn.close()
+    _set_state(store, job, "queued")
     assert store.get_job(job.job_id).quarantined is not None
+    assert store.due_jobs() == []
     code, out, _ = run(capsys, "replay", job.job_id)
     assert code == 0
     assert [j.job_id for j in store.due_jobs()] == [job.job_id]
