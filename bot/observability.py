@@ -4,7 +4,8 @@ Logs: `setup_logging` is called once by every entry point (the Lambda handlers, 
 serve`). On Lambda every line is one JSON object (Powertools' formatter) on stdout; locally it
 is one text line on stderr. The level is `TABLEBOT_LOG_LEVEL`. Inside `job_context(job)` every
 line carries `job_id`, `table`, `target` and `delivery` (the Slack delivery that made the job),
-so one job's story is one CloudWatch Logs Insights query (docs/operations.md). Tokens that
+so one job's story is one CloudWatch Logs Insights query (docs/operations.md); the Lambda
+handlers add the invocation's `request_id`. Tokens that
 reach a message by mistake are masked before a line is written.
 
 Metrics: `METRICS`, one recorder per process, counts and times what operators alarm on;
@@ -34,7 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Self_ = TypeVar("Self_")
 
-LOG_FIELDS = ("job_id", "table", "target", "delivery")
+LOG_FIELDS = ("job_id", "table", "target", "delivery", "request_id")
 _NO_FIELDS: Mapping[str, str | None] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str | None]] = contextvars.ContextVar(
     "tablebot_log_context", default=_NO_FIELDS

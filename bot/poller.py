@@ -23,6 +23,7 @@ its deadline), which it ends with a notice (`bot.service.due.is_poller_work`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -185,7 +186,8 @@ class Poller:
                 continue
             if job.next_check_at is not None:
                 self.metrics.add("PollerLagSeconds", max(0.0, (utc_now() - job.next_check_at).total_seconds()))
-            in_flight[pool.submit(self.service.process, job)] = job
+            # The step runs in the run's logging context (the Lambda request id on its lines).
+            in_flight[pool.submit(contextvars.copy_context().run, self.service.process, job)] = job
             busy_ids.add(job.job_id)
             self._stepped.add(job.job_id)
             per_target[job.target] += upstream

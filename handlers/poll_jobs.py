@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.observability import flush_metrics, setup_logging
+from bot.observability import flush_metrics, job_context, setup_logging
 from bot.poller import Poller
 from bot.secrets import load_ssm_secrets
 from bot.settings import POLL_FUNCTION, Settings, load_settings
@@ -31,7 +31,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         run_seconds = min(run_seconds, context.get_remaining_time_in_millis() / 1000 - _MARGIN_SECONDS)
     try:
-        report = poller.run(max(0.0, run_seconds)).to_dict()
+        with job_context(request_id=getattr(context, "aws_request_id", None)):
+            report = poller.run(max(0.0, run_seconds)).to_dict()
     finally:
         flush_metrics(_settings["settings"])
     log.info("poller run: %s", report)

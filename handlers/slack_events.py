@@ -30,7 +30,7 @@ def make_handler(app: App, *, lambda_client: Any = None) -> Handle:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from bot.observability import flush_metrics, setup_logging
+    from bot.observability import flush_metrics, job_context, setup_logging
     from bot.settings import load_settings
 
     handle = _built.get("handle")
@@ -45,7 +45,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         load_ssm_secrets(SLACK_FUNCTION)
         handle = _built["handle"] = make_handler(build_app(build_slack_deps()))
     try:
-        return handle(event, context)
+        with job_context(request_id=getattr(context, "aws_request_id", None)):
+            return handle(event, context)
     finally:
         # Each invocation's metrics (files checked, uploads started by the lazy listeners) as EMF.
         flush_metrics(_settings[0])

@@ -50,14 +50,16 @@ def test_every_line_in_a_job_names_it_and_no_token_is_written(
     json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = logging.getLogger("bot.test")
-    with job_context(JOB):
-        log.info("sending with %s", "xoxb-1234-5678-abcdefghijkl")
-        log.warning("header Authorization: Bearer abcdefghijklmnop1234")
+    with job_context(request_id="req-1"):  # a Lambda invocation
+        with job_context(JOB):
+            log.info("sending with %s", "xoxb-1234-5678-abcdefghijkl")
+            log.warning("header Authorization: Bearer abcdefghijklmnop1234")
     log.info("outside any job")
     inside_1, inside_2, outside = _lines(capsys)
     for line in (inside_1, inside_2):
         assert line["job_id"] == JOB.job_id and line["table"] == "hosts"
         assert line["target"] == "bp" and line["delivery"] == "Ev0123"
+        assert line["request_id"] == "req-1"
     assert "xoxb-1234" not in json.dumps(inside_1) and "[masked]" in str(inside_1["message"])
     assert "abcdefghijklmnop1234" not in json.dumps(inside_2)
     assert "job_id" not in outside and outside["level"] == "INFO"
