@@ -50,10 +50,9 @@ def test_every_line_in_a_job_names_it_and_no_token_is_written(
     json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = logging.getLogger("bot.test")
-    with job_context(request_id="req-1"):  # a Lambda invocation
-        with job_context(JOB):
-            log.info("sending with %s", "xoxb-1234-5678-abcdefghijkl")
-            log.warning("header Authorization: Bearer abcdefghijklmnop1234")
+    with job_context(request_id="req-1"), job_context(JOB):  # a Lambda invocation, then a job in it
+        log.info("sending with %s", "xoxb-1234-5678-abcdefghijkl")
+        log.warning("header Authorization: Bearer abcdefghijklmnop1234")
     log.info("outside any job")
     inside_1, inside_2, outside = _lines(capsys)
     for line in (inside_1, inside_2):
