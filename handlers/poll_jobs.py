@@ -30,10 +30,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     run_seconds = poller.settings.run_seconds
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         run_seconds = min(run_seconds, context.get_remaining_time_in_millis() / 1000 - _MARGIN_SECONDS)
-    try:
-        with job_context(request_id=getattr(context, "aws_request_id", None)):
+    with job_context(request_id=getattr(context, "aws_request_id", None)):
+        try:
             report = poller.run(max(0.0, run_seconds)).to_dict()
-    finally:
-        flush_metrics(_settings["settings"])
-    log.info("poller run: %s", report)
+        finally:
+            flush_metrics(_settings["settings"])
+        log.info("poller run: %s", report)
     return report

@@ -7,13 +7,17 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bot.config import TablesFile
 from bot.errors import ConfigError
 from bot.observability import Metrics, job_context, mask_secrets, setup_logging
 from bot.settings import Settings, load_settings
 from bot.store import Job, JobState
+from devtools.slack_api import LocalSlackApi
 
 JOB = Job(
     job_id="20300101T000000Z-abcdef012345",
@@ -86,3 +90,50 @@ def test_metrics_are_flushed_as_emf_once(capsys: pytest.CaptureFixture[str]) -> 
     assert done["UploadsEnded"] == [1.0, 1.0]
     assert done["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "tablebot/test"
     assert metrics.flush_emf(namespace="tablebot/test", service="tablebot") == 0  # drained
+
+
+def test_an_idle_poll_invocation_returns_at_once_with_json_logs_and_metrics(
+    tmp_path: Path,
+    upstream_tables: TablesFile,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from handlers import poll_jobs
+    from tests.fixtures_upstream import SANDBOX_ENV
+
+    assert upstream_tables.path is not None
+    with LocalSlackApi() as slack:
+        env = {
+            **SANDBOX_ENV,
+            "TABLEBOT_CONFIG": str(upstream_tables.path),
+            "TABLEBOT_STORE_PATH": str(tmp_path / "jobs.sqlite3"),
+            "TABLEBOT_STAGING_DIR": str(tmp_path / "staging"),
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_API_BASE_URL": slack.base_url,
+            "TABLEBOT_METRICS_NAMESPACE": "tablebot/test",
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("TABLEBOT_JOBS_TABLE", raising=False)
+        monkeypatch.delenv("TABLEBOT_STAGING_BUCKET", raising=False)
+        root = logging.getLogger()
+        before, level = list(root.handlers), root.level
+        poll_jobs._built.clear()
+        poll_jobs._settings.clear()
+        try:
+            context = SimpleNamespace(aws_request_id="req-poll-1", get_remaining_time_in_millis=lambda: 60_000)
+            report = poll_jobs.handler({"source": "aws.events"}, context)
+        finally:
+            poll_jobs._built.clear()
+            for handler in list(root.handlers):
+                if handler not in before:
+                    root.removeHandler(handler)
+            root.setLevel(level)
+    assert report["idle"] is True and report["processed"] == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert any(
+        m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "tablebot/test" and "OldestWaitingSeconds" in m for m in emf
+    )
+    told = [line for line in lines if str(line.get("message", "")).startswith("poller run:")]
+    assert told and told[0]["request_id"] == "req-poll-1" and told[0]["level"] == "INFO"
