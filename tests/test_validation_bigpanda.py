@@ -103,7 +103,9 @@ def test_column_order_differs_is_a_warning_only() -> None:
 def test_duplicate_rows_compare_parsed_values_and_name_both_lines() -> None:
     report, _ = run(b'host,owner\na,b\nc,d\n"a",b\na,"b"\n')
     assert pairs(report) == [("duplicate_row", 4), ("duplicate_row", 5)]
-    assert all("repeats line 2" in i.message for i in report.issues)
+    # each repeat names the occurrence before it
+    assert [i.message.split(" exactly")[0] for i in report.issues] == ["line 4 repeats line 2", "line 5 repeats line 4"]
+    assert all(i.severity is Severity.ERROR for i in report.issues)
     assert not report.valid and report.rows == 4
 
 

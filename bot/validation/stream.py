@@ -28,8 +28,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-import numpy as np
-
 from bot.validation import codes
 from bot.validation.model import IssueCollector, Severity
 
@@ -144,6 +142,8 @@ def iter_source(source: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator
 def _count_newlines(data: bytes) -> int:
     if len(data) < 65536:
         return data.count(b"\n")
+    import numpy as np  # faster than bytes.count on large chunks; imported when first needed
+
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
 
 
@@ -172,7 +172,7 @@ def sniff(sample: bytes) -> FatalInput | None:
         even, odd = head[0::2].count(0), head[1::2].count(0)
         if max(even, odd) > half * 0.3 and min(even, odd) < half * 0.05:
             return FatalInput(codes.UTF16_FILE, f"the file looks like UTF-16 text, not UTF-8: {save_as}")
-        return FatalInput(codes.BINARY_FILE, f"the file contains NUL bytes, so it is not a CSV text file: {save_as}")
+        return nul_byte(head, 0)
     controls = len(head.translate(None, _TEXT_BYTES))
     if controls > max(2, len(head) // 100):
         return FatalInput(codes.BINARY_FILE, f"the file contains binary data, not CSV text: {save_as}")
@@ -187,8 +187,20 @@ def sniff(sample: bytes) -> FatalInput | None:
     return None
 
 
+def nul_byte(data: bytes, lines_before: int) -> FatalInput:
+    """The error for the first NUL byte of `data` (which starts after `lines_before` lines)."""
+    at = data.find(b"\x00")
+    line = lines_before + _line_breaks(data[:at]) + 1
+    return FatalInput(
+        codes.BINARY_FILE,
+        f"line {line} contains a NUL byte, so the file is not CSV text (a table export never has one): "
+        "export or save it as CSV (UTF-8) and try again",
+        line,
+    )
+
+
 class ByteNormalizer:
-    """The repaired bytes of a source, chunk by chunk, and their text as lines (`text_blocks`)."""
+    """The repaired bytes of a source and their text, in blocks of whole lines (`blocks`)."""
 
     def __init__(
         self,
@@ -232,29 +244,36 @@ class ByteNormalizer:
         self._first_cr_line: int | None = None
         self._offset = 0  # file offset of the next raw chunk to process
 
-    def text_blocks(self) -> Iterator[io.StringIO]:
-        """The repaired text as blocks of whole lines; `chain.from_iterable` makes them lines.
+    def blocks(self) -> Iterator[tuple[bytes, str]]:
+        """The repaired bytes and their text, in blocks of whole lines (each block ends with LF).
 
-        Decoding happens once, here, per chunk; each block's lines are split by StringIO in C.
+        Decoding happens once, here, per chunk (invalid UTF-8 is reported and kept as surrogate
+        escapes, so the text encodes back to the same bytes).
         """
-        carry = ""
+        carry_bytes = b""
+        carry_text = ""
         while True:
             data = self._next()
             final = not data
             text = self._decode(data, final)
             if final:
-                if carry or text:
-                    yield io.StringIO(carry + text, newline="")
+                if carry_bytes or text:
+                    yield carry_bytes, carry_text + text
                 return
-            cut = text.rfind("\n") + 1
+            data = carry_bytes + data if carry_bytes else data
+            text = carry_text + text if carry_text else text
+            cut = data.rfind(b"\n") + 1
             if cut == 0:
-                carry += text
+                carry_bytes, carry_text = data, text
                 continue
-            block = text if cut == len(text) else text[:cut]
-            if carry:
-                block = carry + block
-            carry = text[cut:]
-            yield io.StringIO(block, newline="")
+            text_cut = text.rfind("\n") + 1
+            if cut == len(data):
+                carry_bytes = b""
+                yield data, text if text_cut == len(text) else text[:text_cut]
+            else:
+                carry_bytes = data[cut:]
+                yield data[:cut], text[:text_cut]
+            carry_text = text[text_cut:]
 
     def _decode(self, data: bytes, final: bool) -> str:
         pending = self._utf8_pending
@@ -373,6 +392,8 @@ class ByteNormalizer:
         return self._emit(data)
 
     def _emit(self, data: bytes) -> bytes:
+        if b"\x00" in data:
+            raise nul_byte(data, self._lines_emitted)
         self._scan_lines(data)
         self._lines_emitted += _count_newlines(data)
         self._ends_with_newline = data.endswith(b"\n")
@@ -479,18 +500,26 @@ class ByteNormalizer:
         )
 
     def _report_bad_utf8(self, pending: int) -> None:
-        """Name each invalid sequence of the latest raw chunk by line and file offset (rare path)."""
+        """Name each invalid sequence of the latest raw chunk by line and file offset (rare path).
+
+        Adjacent invalid bytes are one sequence (the decoder names a UTF-16 surrogate's three bytes
+        one by one): one issue each.
+        """
         raw = self._raw
         buf = (self._raw_before[-pending:] if pending else b"") + raw
         offset = self._raw_offset - pending  # file offset of buf[0]
         view = memoryview(buf)
         pos = 0
+        last_end = -1
         while pos < len(buf):
             try:
                 _, used = codecs.utf_8_decode(view[pos:], "strict", not raw)
             except UnicodeDecodeError as exc:
-                self._bad_utf8(raw[: max(0, pos + exc.start - pending)], offset + pos + exc.start)
+                start = pos + exc.start
+                if start != last_end:
+                    self._bad_utf8(raw[: max(0, start - pending)], offset + start)
                 pos += exc.end
+                last_end = pos
                 continue
             pos += used
             break
@@ -500,13 +529,13 @@ class ByteNormalizer:
 
     def _bad_utf8(self, before: bytes, offset: int) -> None:
         """`before`: the raw bytes of the chunk up to the bad sequence."""
-        if not self._issues.wants(codes.INVALID_UTF8):
-            self._issues.add(codes.INVALID_UTF8, Severity.ERROR, None, None, "")
-            return
         breaks = _line_breaks(before)
         if self._raw_skip_lf and before.startswith(b"\n"):
             breaks -= 1  # that LF completes a CRLF counted in the chunk before
         line = self._raw_lines_before + breaks + 1
+        if not self._issues.wants(codes.INVALID_UTF8, line):
+            self._issues.add(codes.INVALID_UTF8, Severity.ERROR, line, None, "")
+            return
         self._issues.add(
             codes.INVALID_UTF8,
             Severity.ERROR,
