@@ -105,4 +105,5 @@ def analyze_block(block: bytes, delimiter: str, columns: int, delete: bytes) -> 
 
 def line_fingerprints(canonical: bytes, records: int) -> np.ndarray:
     """The fingerprint of each line of a regular block's canonical bytes (as dedupe.row_fingerprints)."""
-    return np.fromiter(map(hash, canonical[:-1].split(b"\n")), dtype=np.int64, count=records)
+    # the split's last piece is the empty one after the final LF: count= leaves it out
+    return np.fromiter(map(hash, canonical.split(b"\n")), dtype=np.int64, count=records)

@@ -159,15 +159,18 @@ class IssueCollector:
         lines: npt.NDArray[np.int64],  # noqa: F821
         column: str | None,
         message: Callable[[int], str],
+        count: int | None = None,
     ) -> None:
-        """Count `len(lines)` issues of one code; build (with `message(i)`) only those that may be kept."""
+        """Count `count` issues of one code (default: one a line); of `lines`, the candidates to keep,
+        build (with `message(i)`) only those that are kept."""
         import numpy as np
 
-        n = len(lines)
+        n = len(lines) if count is None else count
         if not n:
             return
         self.counts[code] = self.counts.get(code, 0) + n
         self.severity_counts[severity.value] = self.severity_counts.get(severity.value, 0) + n
+        n = len(lines)
         index = np.argsort(lines, kind="stable")
         if n > self.max_issues + 1:
             index = index[: self.max_issues + 1]

@@ -152,12 +152,17 @@ class RowPass:
         self.columns = header
         self.ncols = len(header)
         self.rules.check_header(header, self.delimiter, self.issues)
-        temp_dir = self.options.temp_dir
-        buffer_rows = self.options.dedupe_buffer_rows
+        opts = self.options
+        settings = {
+            "buffer_rows": opts.dedupe_buffer_rows,
+            "temp_dir": opts.temp_dir,
+            "keep": opts.max_issues + 1,
+            "background": opts.background_io,
+        }
         if self.drop or not self.rules.key_indices:
-            self.row_repeats = RepeatFinder(self._report_row_repeats, buffer_rows, temp_dir)
+            self.row_repeats = RepeatFinder(self._report_row_repeats, **settings)
         if self.rules.key_indices:
-            self.key_repeats = RepeatFinder(self._report_key_repeats, buffer_rows, temp_dir)
+            self.key_repeats = RepeatFinder(self._report_key_repeats, **settings)
 
     # the fast pass -----------------------------------------------------------------------------
 
@@ -171,7 +176,11 @@ class RowPass:
             if not data:
                 continue
             shape = analyze_block(data, delimiter, ncols, delete)
-            if shape is not None and self._long_index < len(long_lines) and long_lines[self._long_index] <= line + shape.records:
+            if (
+                shape is not None
+                and self._long_index < len(long_lines)
+                and long_lines[self._long_index] <= line + shape.records
+            ):
                 shape = None  # a line that may hold a value over the target's limit: read it carefully
             if shape is None:
                 reader = csv.reader(
@@ -403,13 +412,13 @@ class RowPass:
 
     # repeats ----------------------------------------------------------------------------------
 
-    def _report_row_repeats(self, lines: Int64Array, previous: Int64Array) -> None:
+    def _report_row_repeats(self, lines: Int64Array, previous: Int64Array, count: int) -> None:
         if self.drop:
 
             def dropped(i: int) -> str:
                 return f"removed line {lines[i]}: it repeated line {previous[i]} exactly"
 
-            self.issues.add_many(codes.DUPLICATE_ROW_DROPPED, Severity.FIXED, lines, None, dropped)
+            self.issues.add_many(codes.DUPLICATE_ROW_DROPPED, Severity.FIXED, lines, None, dropped, count)
             return
         severity, advice = self.rules.duplicate_row
         self.issues.add_many(
@@ -418,9 +427,10 @@ class RowPass:
             lines,
             None,
             lambda i: f"line {lines[i]} repeats line {previous[i]} exactly{advice}",
+            count,
         )
 
-    def _report_key_repeats(self, lines: Int64Array, previous: Int64Array) -> None:
+    def _report_key_repeats(self, lines: Int64Array, previous: Int64Array, count: int) -> None:
         label = self.rules.key_label
         self.issues.add_many(
             codes.REPEATED_KEY,
@@ -431,6 +441,7 @@ class RowPass:
                 f"line {lines[i]} has the same primary key ({label}) as line {previous[i]}; D·engage keeps "
                 "the last row with this key, the earlier ones are overwritten"
             ),
+            count,
         )
 
     # end of the pass --------------------------------------------------------------------------

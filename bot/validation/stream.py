@@ -120,7 +120,21 @@ class Sink:
 def iter_source(source: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
     """Chunks of at least `chunk_size` bytes (except the last): small pieces are joined."""
     read = getattr(source, "read", None)
-    pieces: Iterator[bytes] = iter(lambda: read(chunk_size) or b"", b"") if read is not None else iter(source)
+    readline = getattr(source, "readline", None)
+    if read is not None and readline is not None:
+        # A file: each chunk ends at a line end (a line longer than a chunk comes in chunk-sized
+        # pieces), so the blocks of whole lines need no copying.
+        def line_chunk() -> bytes:
+            data: bytes = read(chunk_size) or b""
+            if data and not data.endswith(b"\n"):
+                data += readline(chunk_size) or b""
+            return data
+
+        pieces: Iterator[bytes] = iter(line_chunk, b"")
+    elif read is not None:
+        pieces = iter(lambda: read(chunk_size) or b"", b"")
+    else:
+        pieces = iter(source)
     pending: list[bytes] = []
     size = 0
     for piece in pieces:
@@ -260,6 +274,9 @@ class ByteNormalizer:
                 if carry_bytes or text:
                     yield carry_bytes, carry_text + text
                 return
+            if not carry_bytes and data.endswith(b"\n") and text.endswith("\n"):
+                yield data, text  # the usual case with a file source: no copy
+                continue
             data = carry_bytes + data if carry_bytes else data
             text = carry_text + text if carry_text else text
             cut = data.rfind(b"\n") + 1
@@ -379,8 +396,9 @@ class ByteNormalizer:
         if self._held_newlines:
             data = b"\n" * self._held_newlines + data
             self._held_newlines = 0
-        content = len(data.rstrip(b"\n"))
-        trailing = len(data) - content
+        # (rstrip would copy the chunk even to remove one LF)
+        trailing = len(data) - len(data.rstrip(b"\n")) if data.endswith(b"\n\n") else int(data.endswith(b"\n"))
+        content = len(data) - trailing
         if trailing:
             keep = 1 if content or not self._ends_with_newline else 0
             hold = trailing - keep
