@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from bot.schema import Column, TableSchema
-from bot.validation import Report, Severity, ValidationOptions, validate
+from bot.validation import Report, Severity, ValidationOptions
+from tests.validation_support import validate_both
 
 BP = TableSchema(kind="bigpanda", columns=(Column("host", role="query_tag"), Column("owner", role="result_tag")))
 
 
 def run(data: bytes, schema: TableSchema = BP, **options: object) -> tuple[Report, bytes]:
-    out = io.BytesIO()
-    report = validate(io.BytesIO(data), schema, ValidationOptions(**options), output=out)  # type: ignore[arg-type]
-    return report, out.getvalue()
+    return validate_both(data, schema, ValidationOptions(**options))  # type: ignore[arg-type]
 
 
 def pairs(report: Report) -> list[tuple[str, int | None]]:

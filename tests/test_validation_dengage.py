@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from bot.schema import Column, ColumnType, TableSchema
-from bot.validation import Report, Severity, ValidationOptions, validate
+from bot.validation import Report, Severity, ValidationOptions
+from tests.validation_support import validate_both
 
 
 def schema(*columns: Column, table: str = "orders", mapping: dict[str, str] | None = None) -> TableSchema:
@@ -26,7 +25,7 @@ HEADER = b"id,email,total,paid,at,note\n"
 
 
 def run(data: bytes, table: TableSchema = ORDERS, **options: object) -> Report:
-    return validate(io.BytesIO(data), table, ValidationOptions(**options))  # type: ignore[arg-type]
+    return validate_both(data, table, ValidationOptions(**options))[0]  # type: ignore[arg-type]
 
 
 def pairs(report: Report) -> list[tuple[str, int | None, str | None]]:

@@ -9,15 +9,14 @@ import pytest
 
 from bot.schema import Column, TableSchema
 from bot.validation import Report, Severity, ValidationOptions, validate
+from tests.validation_support import validate_both
 
 BP = TableSchema(kind="bigpanda", columns=(Column("a"), Column("b")))
 DE = TableSchema(kind="dengage", columns=(Column("a"), Column("b")), table_name="t")
 
 
 def run(data: bytes, schema: TableSchema = BP, **options: object) -> tuple[Report, bytes]:
-    out = io.BytesIO()
-    report = validate(io.BytesIO(data), schema, ValidationOptions(**options), output=out)  # type: ignore[arg-type]
-    return report, out.getvalue()
+    return validate_both(data, schema, ValidationOptions(**options))  # type: ignore[arg-type]
 
 
 def codes_of(report: Report, severity: Severity | None = None) -> list[str]:

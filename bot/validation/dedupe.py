@@ -118,7 +118,7 @@ class RepeatFinder:
     def __init__(
         self,
         on_repeats: RepeatSink,
-        buffer_rows: int = 1 << 20,
+        buffer_rows: int = 1 << 18,
         temp_dir: str | None = None,
         keep: int = 1001,
         background: bool = True,
@@ -138,7 +138,7 @@ class RepeatFinder:
         self._queue: queue.Queue[tuple[Int64Array, Int64Array] | None] | None = None
         self._thread: threading.Thread | None = None
         if background:
-            self._queue = queue.Queue(maxsize=8)
+            self._queue = queue.Queue(maxsize=4)
             self._thread = threading.Thread(target=self._work, name="validation-repeats", daemon=True)
             self._thread.start()
 
@@ -165,8 +165,13 @@ class RepeatFinder:
                 raise self._error
             if self._n or not self._runs:
                 self._flush(final=not self._runs)
-            for part in range(_PARTITIONS if self._runs else 0):
-                self._merge_partition(part)
+            if self._runs:
+                # Ranges of about 64 Ki entries each, read from every run in one go.
+                total = sum(run.size for run in self._runs)
+                ranges = min(_PARTITIONS, 1 << max(0, (total >> 16).bit_length()))
+                step = _PARTITIONS // ranges
+                for part in range(0, _PARTITIONS, step):
+                    self._merge_partition(part, part + step)
             found, self._found = self._found, []
             for lines, previous, count in found:
                 self._on_repeats(lines, previous, count)
@@ -245,12 +250,17 @@ class RepeatFinder:
             self._found_repeats(lines[repeats], lines[repeats - 1])
         if final:
             return
+        if not len(repeats):  # all distinct (the usual case): no gathering
+            del new, repeats
+            self._spill(ordered, lines, lines)
+            return
+        del repeats
         starts = np.flatnonzero(new)
-        del new, repeats
-        ends = np.empty_like(starts)
-        ends[:-1] = starts[1:] - 1
-        ends[-1] = n - 1
-        self._spill(ordered[starts], lines[starts], lines[ends])
+        del new
+        last = lines[np.append(starts[1:] - 1, n - 1)]
+        first = lines[starts]
+        del lines
+        self._spill(ordered[starts], first, last)
 
     def _spill(self, values: Int64Array, first: Int64Array, last: Int64Array) -> None:
         if self._file is None:
@@ -259,14 +269,14 @@ class RepeatFinder:
         edges = (np.arange(_PARTITIONS + 1, dtype=np.uint64) << np.uint64(64 - _PARTITION_BITS))[1:-1]
         bounds = [0, *np.searchsorted(values.view(np.uint64), edges).tolist(), len(values)]
         offset = self._file.seek(0, io.SEEK_END)
-        self._file.write(values.tobytes())
-        self._file.write(first.astype(line_dtype).tobytes())
-        self._file.write(last.astype(line_dtype).tobytes())
+        self._file.write(memoryview(values))
+        for lines in (first, last):
+            self._file.write(memoryview(lines.astype(line_dtype)))
         self._runs.append(_Run(offset, len(values), line_dtype, bounds))
 
-    def _read(self, run: _Run, part: int) -> tuple[Int64Array, Int64Array, Int64Array]:
+    def _read(self, run: _Run, part: int, end: int) -> tuple[Int64Array, Int64Array, Int64Array]:
         assert self._file is not None
-        lo, hi = run.bounds[part], run.bounds[part + 1]
+        lo, hi = run.bounds[part], run.bounds[end]
         file = self._file
         width = run.line_dtype.itemsize
 
@@ -280,8 +290,8 @@ class RepeatFinder:
         last = read(run.offset + run.size * (8 + width), run.line_dtype)
         return values, first, last
 
-    def _merge_partition(self, part: int) -> None:
-        pieces = [self._read(run, part) for run in self._runs]
+    def _merge_partition(self, part: int, end: int) -> None:
+        pieces = [self._read(run, part, end) for run in self._runs]
         values = np.concatenate([p[0] for p in pieces])
         if len(values) < 2:
             return

@@ -53,7 +53,7 @@ class ValidationOptions:
     # reads every row with csv.reader: the reference the fast pass is tested against.
     fast: bool = True
     # Row fingerprints sorted in memory before a run goes to the temporary file (16 bytes each).
-    dedupe_buffer_rows: int = 1 << 20
+    dedupe_buffer_rows: int = 1 << 18
     # Where repeated-row runs are spilled (None: the system's temporary folder, TMPDIR).
     temp_dir: str | None = None
 

@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # numpy is imported when used: the Slack acknowledgement path
     import numpy.typing as npt
 
 
+# Column titles the JSON report lists (a header of ten million empty titles is one 10 MB line).
+MAX_COLUMNS_SHOWN = 1000
+
+
 class Severity(StrEnum):
     ERROR = "error"  # blocks the upload
     FIXED = "fixed"  # repaired in the output stream; reported so nothing changes silently
@@ -76,10 +80,14 @@ class Report:
         return self.severity_counts.get(severity.value, 0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON of `tablebot validate --format json`; `columns` holds at most MAX_COLUMNS_SHOWN
+        titles (`column_count` says how many the header has, `columns_truncated` whether some were left out)."""
         return {
             "valid": self.valid,
             "rows": self.rows,
-            "columns": list(self.columns),
+            "columns": self.columns[:MAX_COLUMNS_SHOWN],
+            "column_count": len(self.columns),
+            "columns_truncated": len(self.columns) > MAX_COLUMNS_SHOWN,
             "issues": [i.to_dict() for i in self.issues],
             "issue_counts": dict(self.issue_counts),
             "truncated": self.truncated,

@@ -102,7 +102,7 @@ class RowPass:
         self._read_header(reader)
         if self.drop:
             self._write_lines(captured, 1, set())
-        self._careful(reader, self.header_end, captured)
+        self._careful(reader, 0, self.header_end, captured)
 
     def _simple_header(self, data: bytes, first_line: str) -> list[str] | None:
         """The header when line 1 is a whole, well-quoted record (else the careful pass reads it)."""
@@ -186,7 +186,7 @@ class RowPass:
                 reader = csv.reader(
                     chain(io.StringIO(text, newline=""), _lines_of(blocks)), delimiter=delimiter, strict=True
                 )
-                self._careful(reader, line, [])
+                self._careful(reader, line, line, [])
                 return
             first, n = line + 1, shape.records
             self.rows += n
@@ -218,10 +218,10 @@ class RowPass:
 
     # the careful pass --------------------------------------------------------------------------
 
-    def _careful(self, reader: Iterator[list[str]], before: int, captured: list[str]) -> None:
-        """Rows from csv.reader; `before`: the lines read before the reader's first line."""
+    def _careful(self, reader: Iterator[list[str]], before: int, prev_end: int, captured: list[str]) -> None:
+        """Rows from csv.reader; `before`: the lines before the reader's first line, `prev_end`: the
+        last line read so far."""
         widths = {self.ncols}
-        prev_end = before
         long_lines = self.normalizer.long_lines
         while True:
             batch: list[list[str]] = []
