@@ -264,14 +264,15 @@ class RepeatFinder:
 
     def _spill(self, values: Int64Array, first: Int64Array, last: Int64Array) -> None:
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="tablebot-repeats-", dir=self._temp_dir)
+            # closed by close(), at the end of the pass
+            self._file = tempfile.TemporaryFile(prefix="tablebot-repeats-", dir=self._temp_dir)  # noqa: SIM115
         line_dtype: np.dtype[Any] = np.dtype(np.uint32 if int(last.max()) < 2**32 else np.int64)
         edges = (np.arange(_PARTITIONS + 1, dtype=np.uint64) << np.uint64(64 - _PARTITION_BITS))[1:-1]
         bounds = [0, *np.searchsorted(values.view(np.uint64), edges).tolist(), len(values)]
         offset = self._file.seek(0, io.SEEK_END)
-        self._file.write(memoryview(values))
+        values.tofile(self._file)
         for lines in (first, last):
-            self._file.write(memoryview(lines.astype(line_dtype)))
+            lines.astype(line_dtype).tofile(self._file)
         self._runs.append(_Run(offset, len(values), line_dtype, bounds))
 
     def _read(self, run: _Run, part: int, end: int) -> tuple[Int64Array, Int64Array, Int64Array]:

@@ -160,11 +160,11 @@ class IssueCollector:
             else:
                 heapq.heapreplace(heap, entry)
 
-    def add_many(
+    def add_many(  # noqa: PLR0917
         self,
         code: str,
         severity: Severity,
-        lines: npt.NDArray[np.int64],  # noqa: F821
+        lines: npt.NDArray[np.int64],
         column: str | None,
         message: Callable[[int], str],
         count: int | None = None,

@@ -28,12 +28,19 @@ from itertools import chain, islice
 import numpy as np
 
 from bot.validation import codes
-from bot.validation.dedupe import Int64Array, RepeatFinder, SeenFingerprints, row_fingerprints, value_fingerprints
+from bot.validation.dedupe import (
+    Int64Array,
+    RepeatFinder,
+    RepeatSink,
+    SeenFingerprints,
+    row_fingerprints,
+    value_fingerprints,
+)
+from bot.validation.engine import ValidationOptions
 from bot.validation.fastpath import analyze_block, line_fingerprints, skeleton_table
 from bot.validation.model import IssueCollector, Severity
 from bot.validation.rules import TargetRules
 from bot.validation.stream import ByteNormalizer, FatalInput, Sink
-from bot.validation.engine import ValidationOptions
 
 _BATCH = 1024
 Blocks = Iterator[tuple[bytes, str]]
@@ -152,17 +159,20 @@ class RowPass:
         self.columns = header
         self.ncols = len(header)
         self.rules.check_header(header, self.delimiter, self.issues)
-        opts = self.options
-        settings = {
-            "buffer_rows": opts.dedupe_buffer_rows,
-            "temp_dir": opts.temp_dir,
-            "keep": opts.max_issues + 1,
-            "background": opts.background_io,
-        }
         if self.drop or not self.rules.key_indices:
-            self.row_repeats = RepeatFinder(self._report_row_repeats, **settings)
+            self.row_repeats = self._repeat_finder(self._report_row_repeats)
         if self.rules.key_indices:
-            self.key_repeats = RepeatFinder(self._report_key_repeats, **settings)
+            self.key_repeats = self._repeat_finder(self._report_key_repeats)
+
+    def _repeat_finder(self, report: RepeatSink) -> RepeatFinder:
+        opts = self.options
+        return RepeatFinder(
+            report,
+            buffer_rows=opts.dedupe_buffer_rows,
+            temp_dir=opts.temp_dir,
+            keep=opts.max_issues + 1,
+            background=opts.background_io,
+        )
 
     # the fast pass -----------------------------------------------------------------------------
 

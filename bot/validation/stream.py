@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import io
 import queue
 import threading
 from collections.abc import Iterable, Iterator
