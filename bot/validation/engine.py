@@ -56,6 +56,10 @@ class ValidationOptions:
     dedupe_buffer_rows: int = 1 << 18
     # Where repeated-row runs are spilled (None: the system's temporary folder, TMPDIR).
     temp_dir: str | None = None
+    # Forked processes that prove blocks regular and fingerprint them while this one reads the
+    # file (0: all in this process). The CLI uses them for large files on a machine with spare
+    # cores; the bot does not (a Lambda function of 1,024 MB has less than one vCPU).
+    workers: int = 0
 
 
 def rules_for(schema: TableSchema, issues: IssueCollector) -> TargetRules:
@@ -71,9 +75,12 @@ def validate(
     output: BinaryIO | None = None,
 ) -> Report:
     """Check `source` against `schema`'s target rules in one pass; write the repaired bytes to `output`."""
+    from bot.validation.fastpath import LocalAnalyzer, ProcessAnalyzer
     from bot.validation.reading import RowPass  # imports numpy
 
     opts = options or ValidationOptions()
+    # Forked first, before this pass starts any thread.
+    analyzer = ProcessAnalyzer(opts.workers) if opts.workers > 0 and opts.fast and not opts.drop_duplicates else None
     # A value may be as long as a line may be (csv's own default, 128 KiB, is no rule of any target).
     if csv.field_size_limit() < opts.max_line_bytes:
         csv.field_size_limit(opts.max_line_bytes)
@@ -89,7 +96,7 @@ def validate(
         long_line_bytes=rules.value_byte_limit,
         sink=None if opts.drop_duplicates else sink,
     )
-    run = RowPass(normalizer, rules, issues, sink, opts)
+    run = RowPass(normalizer, rules, issues, sink, opts, analyzer or LocalAnalyzer())
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -102,6 +109,8 @@ def validate(
             run.finish()
     finally:
         run.close()
+        if analyzer is not None:
+            analyzer.close()
         digest = sink.close()
         if gc_was_enabled:
             gc.enable()

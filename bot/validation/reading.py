@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 
@@ -37,7 +38,7 @@ from bot.validation.dedupe import (
     value_fingerprints,
 )
 from bot.validation.engine import ValidationOptions
-from bot.validation.fastpath import analyze_block, line_fingerprints, skeleton_table
+from bot.validation.fastpath import LocalAnalyzer, ProcessAnalyzer, analyze_block, skeleton_table
 from bot.validation.model import IssueCollector, Severity
 from bot.validation.rules import TargetRules
 from bot.validation.stream import ByteNormalizer, FatalInput, Sink
@@ -65,7 +66,9 @@ class RowPass:
         issues: IssueCollector,
         sink: Sink,
         options: ValidationOptions,
+        analyzer: LocalAnalyzer | ProcessAnalyzer | None = None,
     ) -> None:
+        self.analyzer = analyzer or LocalAnalyzer()
         self.normalizer = normalizer
         self.rules = rules
         self.issues = issues
@@ -177,35 +180,50 @@ class RowPass:
     # the fast pass -----------------------------------------------------------------------------
 
     def _fast(self, blocks: Blocks, line: int) -> None:
-        """Regular blocks without a parser; the careful pass from the first block that is not."""
-        delimiter, ncols = self.delimiter, self.ncols
-        delete = skeleton_table(delimiter)
+        """Regular blocks without a parser; the careful pass from the first block that is not.
+
+        The analyzer (in this process, or forked workers) proves blocks regular and fingerprints
+        them while this process reads the next ones; blocks in flight wait in `pending`.
+        """
+        delimiter = self.delimiter
         needs_rows = self.rules.needs_rows or self.observer is not None
         long_lines = self.normalizer.long_lines
-        for data, text in blocks:
-            if not data:
-                continue
-            shape = analyze_block(data, delimiter, ncols, delete)
-            if (
-                shape is not None
-                and self._long_index < len(long_lines)
-                and long_lines[self._long_index] <= line + shape.records
-            ):
-                shape = None  # a line that may hold a value over the target's limit: read it carefully
-            if shape is None:
+        analyzer = self.analyzer
+        analyzer.configure(delimiter, self.ncols, self.row_repeats is not None)
+        pending: deque[tuple[bytes, str]] = deque()
+        source = iter(blocks)
+        exhausted = False
+        while True:
+            while not exhausted and analyzer.in_flight() < analyzer.workers:
+                block = next(source, None)
+                if block is None:
+                    exhausted = True
+                elif block[0]:
+                    analyzer.submit(block[0])
+                    pending.append(block)
+            if not pending:
+                return
+            data, text = pending.popleft()
+            records, fingerprints = analyzer.take()
+            if records >= 0 and self._long_index < len(long_lines) and long_lines[self._long_index] <= line + records:
+                records = -1  # a line that may hold a value over the target's limit: read it carefully
+            if records < 0:
+                while analyzer.in_flight():
+                    analyzer.take()
+                rest = chain([text], (t for _, t in pending), (t for _, t in source))
                 reader = csv.reader(
-                    chain(io.StringIO(text, newline=""), _lines_of(blocks)), delimiter=delimiter, strict=True
+                    chain.from_iterable(io.StringIO(t, newline="") for t in rest), delimiter=delimiter, strict=True
                 )
                 self._careful(reader, line, line, [])
                 return
-            first, n = line + 1, shape.records
-            self.rows += n
+            first = line + 1
+            self.rows += records
             if needs_rows:
                 rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
                 self._accept(rows, first, None)
-            if self.row_repeats is not None:
-                self.row_repeats.add_range(line_fingerprints(shape.canonical, n), first)
-            line += n
+            if self.row_repeats is not None and fingerprints is not None:
+                self.row_repeats.add_range(fingerprints, first)
+            line += records
 
     def _has_long_line(self, long_lines: list[int], last: int) -> bool:
         found = False
