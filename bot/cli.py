@@ -152,13 +152,25 @@ def _schema_from_args(args: argparse.Namespace, settings: Settings) -> TableSche
     return schema
 
 
+def _validation_workers(path: Path) -> int:
+    """Forked helpers for the fast pass (bot/validation/fastpath.py): two for a file of 32 MiB or more
+    on a machine with a second core, none otherwise (forking costs more than it saves on small files)."""
+    import os
+
+    try:
+        large = path.stat().st_size >= 32 * 1024 * 1024
+    except OSError:
+        return 0
+    return min(2, os.cpu_count() or 1) if large and (os.cpu_count() or 1) > 1 else 0
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from bot.validation import ValidationOptions, format_text, validate
 
     schema = _schema_from_args(args, settings)
-    options = ValidationOptions(drop_duplicates=args.drop_duplicates)
+    options = ValidationOptions(drop_duplicates=args.drop_duplicates, workers=_validation_workers(args.file))
     if args.output is not None and args.output.resolve() == args.file.resolve():
         raise UsageError("--output must not be the input file (it would be overwritten while read)")
     try:

@@ -269,3 +269,21 @@ def test_output_write_failure_is_raised_not_swallowed() -> None:
 
     with pytest.raises(OSError, match="No space"):
         validate(io.BytesIO(b"a,b\n1,2\n"), BP, output=Full())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xe9", b"\xed\xa0\x80", b"\xf0\x9f\x98", b"\xff\xfe\xfd", b"\xc3"],
+    ids=["latin1", "surrogate", "truncated", "three_bytes", "lone_lead"],
+)
+def test_one_issue_per_bad_utf8_sequence(bad: bytes) -> None:
+    report, _ = run(b"a,b\nx," + bad + b"\ny,z" + bad + b"z\n")
+    assert [(i.code, i.line) for i in report.issues] == [("invalid_utf8", 2), ("invalid_utf8", 3)]
+
+
+@pytest.mark.parametrize("padding", [0, 100_000])
+def test_a_nul_byte_is_reported_with_its_line(padding: int) -> None:
+    rows = b"p,q\n" * (padding // 4)
+    report, _ = run(b"a,b\n" + rows + b"1,2\nx,\x00y\n")
+    issue = only(report, "binary_file")
+    assert issue.line == 3 + padding // 4 and f"line {issue.line}" in issue.message
