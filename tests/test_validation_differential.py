@@ -207,3 +207,15 @@ def test_repeat_finder_spilling_to_disk_matches_a_dictionary() -> None:
     got = {(int(a), int(b)) for lines, previous, _ in found for a, b in zip(lines, previous, strict=True)}
     assert got == expected
     assert sum(count for _, _, count in found) == len(expected)
+
+
+@pytest.mark.parametrize("schema", ["bp3", "dg_text", "dg_key"])
+def test_forked_helpers_agree(schema: str) -> None:
+    # the helpers prove blocks and fingerprint lines in other processes; the report must not change
+    rng = random.Random(11)
+    data = b"".join(generated_file(rng, 3, rows=3000).split(b"\n\n"))  # some blank lines stay
+    options = ValidationOptions(workers=2, chunk_size=4096, dedupe_buffer_rows=500)
+    validate_both(data, SCHEMAS[schema], options)
+    clean = ("a,b,c\n" + "".join(f'h{i},"x, {i % 50}",{i % 7}\n' for i in range(20_000))).encode()
+    report, _ = validate_both(clean, SCHEMAS[schema], options)
+    assert report.rows == 20_000

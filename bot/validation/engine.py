@@ -80,7 +80,11 @@ def validate(
 
     opts = options or ValidationOptions()
     # Forked first, before this pass starts any thread.
-    analyzer = ProcessAnalyzer(opts.workers) if opts.workers > 0 and opts.fast and not opts.drop_duplicates else None
+    analyzer = (
+        ProcessAnalyzer(opts.workers, max(1, opts.chunk_size))
+        if opts.workers > 0 and opts.fast and not opts.drop_duplicates
+        else None
+    )
     # A value may be as long as a line may be (csv's own default, 128 KiB, is no rule of any target).
     if csv.field_size_limit() < opts.max_line_bytes:
         csv.field_size_limit(opts.max_line_bytes)

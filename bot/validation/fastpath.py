@@ -26,7 +26,9 @@ How a block is proved regular, without a Python step per line:
 from __future__ import annotations
 
 import contextlib
+import mmap
 import multiprocessing
+import struct
 from collections import deque
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -156,7 +158,13 @@ def _analyze(block: bytes, delimiter: str, columns: int, delete: bytes, fingerpr
     return shape.records, line_fingerprints(shape.canonical, shape.records) if fingerprints else None
 
 
-def _worker(conn: Connection) -> None:  # pragma: no cover - runs in a forked child
+_SLOTS = 2  # blocks in flight per worker (one analyzed while the next is copied in)
+_SLOT_MESSAGE = struct.Struct("<qq")
+
+
+def _worker(
+    conn: Connection, inbox: mmap.mmap, outbox: mmap.mmap, slot_bytes: int
+) -> None:  # pragma: no cover - runs in a forked child
     config = (",", 1, b"", False)
     try:
         while True:
@@ -167,66 +175,96 @@ def _worker(conn: Connection) -> None:  # pragma: no cover - runs in a forked ch
                 delimiter = message[2:3].decode("ascii")
                 config = (delimiter, int(message[3:]), skeleton_table(delimiter), message[1:2] == b"1")
                 continue
-            records, fps = _analyze(message[1:], *config)
-            conn.send_bytes(records.to_bytes(8, "little", signed=True) + (fps.tobytes() if fps is not None else b""))
+            slot, length = _SLOT_MESSAGE.unpack(message)
+            block = inbox[slot * slot_bytes : slot * slot_bytes + length]
+            records, fps = _analyze(block, *config)
+            if fps is not None:
+                at = slot * slot_bytes * 4
+                outbox[at : at + fps.nbytes] = fps.tobytes()
+            conn.send_bytes(_SLOT_MESSAGE.pack(records, 0 if fps is None else 1))
     except (EOFError, OSError, KeyboardInterrupt):
         return
     finally:
         conn.close()
 
 
-class ProcessAnalyzer:
-    """Analyzes blocks in forked worker processes (round robin), results in submission order.
+class _Worker(NamedTuple):
+    conn: Connection
+    process: BaseProcess
+    inbox: mmap.mmap  # _SLOTS blocks of slot_bytes, shared with the worker
+    outbox: mmap.mmap  # _SLOTS fingerprint arrays of 4 * slot_bytes (a record is at least 2 bytes)
 
-    Fork it before the pass starts any thread. When a worker fails, the rest is analyzed here.
+
+class ProcessAnalyzer:
+    """Analyzes blocks in forked worker processes, results in submission order.
+
+    Blocks and fingerprints travel through shared memory mapped before the fork; the pipes carry
+    16-byte messages only, so neither side ever waits on a full pipe. Fork it before the pass
+    starts any thread. A block too large for a slot, or a worker that fails, is analyzed here.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, chunk_size: int) -> None:
         context = multiprocessing.get_context("fork")
-        self._workers: list[tuple[Connection, BaseProcess]] = []
+        self._slot_bytes = 2 * chunk_size + 65536  # a chunk and the rest of its last line
+        self._workers: list[_Worker] = []
         for _ in range(workers):
+            inbox = mmap.mmap(-1, _SLOTS * self._slot_bytes)
+            outbox = mmap.mmap(-1, _SLOTS * self._slot_bytes * 4)
             parent, child = context.Pipe()
-            process = context.Process(target=_worker, args=(child,), name="validation-blocks", daemon=True)
+            process = context.Process(
+                target=_worker, args=(child, inbox, outbox, self._slot_bytes), name="validation-blocks", daemon=True
+            )
             process.start()
             child.close()
-            self._workers.append((parent, process))
-        self._order: deque[tuple[int, bytes]] = deque()  # (worker, block) in submission order
-        self._next = 0
+            self._workers.append(_Worker(parent, process, inbox, outbox))
+        self._order: deque[tuple[int, int, bytes]] = deque()  # (worker, slot, block) in submission order
+        self._submitted = 0
         self._local = LocalAnalyzer()
 
     def configure(self, delimiter: str, columns: int, fingerprints: bool) -> None:
         self._local.configure(delimiter, columns, fingerprints)
         message = b"C" + (b"1" if fingerprints else b"0") + delimiter.encode("ascii") + str(columns).encode()
-        for conn, _ in self._workers:
-            conn.send_bytes(message)
+        for worker in self._workers:
+            worker.conn.send_bytes(message)
 
     @property
     def workers(self) -> int:
-        return len(self._workers)
+        """Blocks that may be in flight at once."""
+        return len(self._workers) * _SLOTS
 
     def submit(self, block: bytes) -> None:
-        """Send a block to the next worker. The caller keeps fewer blocks in flight than there are
-        workers, so no worker is still waiting to hand back a result (both would wait forever)."""
-        worker = self._next
-        self._next = (self._next + 1) % len(self._workers)
+        """Hand a block to the next worker's next slot (the caller keeps at most `workers` in flight,
+        so that slot's previous block has been taken)."""
+        k = self._submitted
+        self._submitted += 1
+        index, slot = k % len(self._workers), (k // len(self._workers)) % _SLOTS
+        if len(block) > self._slot_bytes:
+            self._order.append((-1, 0, block))
+            return
+        worker = self._workers[index]
+        at = slot * self._slot_bytes
+        worker.inbox[at : at + len(block)] = block
         try:
-            self._workers[worker][0].send_bytes(b"B" + block)
+            worker.conn.send_bytes(_SLOT_MESSAGE.pack(slot, len(block)))
         except OSError:
-            worker = -1  # that worker is gone: analyze the block here
-        self._order.append((worker, block))
+            index = -1  # that worker is gone: analyze the block here
+        self._order.append((index, slot, block))
 
     def take(self) -> BlockResult:
-        worker, block = self._order.popleft()
-        if worker < 0:
+        index, slot, block = self._order.popleft()
+        if index < 0:
             return self._local_result(block)
+        worker = self._workers[index]
         try:
-            answer = self._workers[worker][0].recv_bytes()
+            records, has_fingerprints = _SLOT_MESSAGE.unpack(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return self._local_result(block)
-        records = int.from_bytes(answer[:8], "little", signed=True)
         if records < 0:
             return -1, None
-        fps = np.frombuffer(answer, dtype=np.int64, offset=8) if len(answer) > 8 else None
+        fps = None
+        if has_fingerprints:
+            at = slot * self._slot_bytes * 4
+            fps = np.frombuffer(worker.outbox, dtype=np.int64, count=records, offset=at).copy()
         return records, fps
 
     def in_flight(self) -> int:
@@ -237,12 +275,14 @@ class ProcessAnalyzer:
         return self._local.take()
 
     def close(self) -> None:
-        for conn, process in self._workers:
+        for worker in self._workers:
             with contextlib.suppress(OSError):
-                conn.send_bytes(b"")
-            conn.close()
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
+                worker.conn.send_bytes(b"")
+            worker.conn.close()
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.inbox.close()
+            worker.outbox.close()
         self._workers.clear()
         self._order.clear()
