@@ -170,7 +170,11 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from bot.validation import ValidationOptions, format_text, validate
 
     schema = _schema_from_args(args, settings)
-    options = ValidationOptions(drop_duplicates=args.drop_duplicates, workers=_validation_workers(args.file))
+    options = ValidationOptions(
+        drop_duplicates=args.drop_duplicates,
+        workers=_validation_workers(args.file),
+        digest=args.output is not None,  # the SHA-256 of bytes nobody keeps is of no use
+    )
     if args.output is not None and args.output.resolve() == args.file.resolve():
         raise UsageError("--output must not be the input file (it would be overwritten while read)")
     try:

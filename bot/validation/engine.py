@@ -46,6 +46,9 @@ class ValidationOptions:
     chunk_size: int = 1024 * 1024
     # Hash and write the output on a background thread.
     background_io: bool = True
+    # The SHA-256 of the repaired bytes (Report.sha256; "" without it). `tablebot validate`
+    # without --output has no use for it.
+    digest: bool = True
     # Called with each batch of well-formed rows that stay in the output and their physical lines
     # (tests read the parsed values through it; a later feature may count or split rows).
     row_observer: Callable[[list[list[str]], list[int]], None] | None = None
@@ -90,7 +93,7 @@ def validate(
         csv.field_size_limit(opts.max_line_bytes)
     issues = IssueCollector(opts.max_issues)
     rules = rules_for(schema, issues)
-    sink = Sink(output, threaded=opts.background_io)
+    sink = Sink(output, threaded=opts.background_io, digest=opts.digest)
     normalizer = ByteNormalizer(
         source,
         issues,

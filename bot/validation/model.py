@@ -94,7 +94,7 @@ class Report:
             "delimiter": self.delimiter,
             "bytes_read": self.bytes_read,
             "bytes_written": self.bytes_written,
-            "sha256": self.sha256,
+            "sha256": self.sha256 or None,
         }
 
     def rows_for_csv(self) -> Iterator[tuple[int | None, str | None, str, str, str]]:

@@ -58,14 +58,14 @@ class Sink:
     for large buffers, so on a machine with a second core they cost the parse nothing.
     """
 
-    def __init__(self, output: BinaryIO | None, threaded: bool = True) -> None:
+    def __init__(self, output: BinaryIO | None, threaded: bool = True, digest: bool = True) -> None:
         self._output = output
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if digest else None
         self.bytes_written = 0
         self._error: BaseException | None = None
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
-        if threaded:
+        if threaded and (digest or output is not None):
             # Bounded: the parse can run at most a few chunks ahead of the hashing.
             self._queue = queue.Queue(maxsize=4)
             self._thread = threading.Thread(target=self._drain, name="validation-sink", daemon=True)
@@ -73,7 +73,8 @@ class Sink:
         self._digest: str | None = None
 
     def _consume(self, data: bytes) -> None:
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         if self._output is not None:
             self._output.write(data)
 
@@ -93,6 +94,8 @@ class Sink:
         if not data:
             return
         self.bytes_written += len(data)
+        if self._sha is None and self._output is None:
+            return
         if self._queue is None:
             self._consume(data)
             return
@@ -101,12 +104,12 @@ class Sink:
         self._queue.put(data)
 
     def close(self) -> str:
-        """Wait for the pending writes; the hex SHA-256 of everything written."""
+        """Wait for the pending writes; the hex SHA-256 of everything written ("" without `digest`)."""
         if self._digest is None:
             if self._queue is not None and self._thread is not None:
                 self._queue.put(None)
                 self._thread.join()
-            self._digest = self._sha.hexdigest()
+            self._digest = self._sha.hexdigest() if self._sha is not None else ""
             if self._error is not None:
                 raise self._error
         return self._digest
