@@ -14,8 +14,9 @@ peak RSS are read from `os.wait4` (the kernel's accounting for that process alon
    the upload limit; 0 skips them): short rows that are all the same row, and short rows that are
    all different; one run each, peak RSS reported (target: < 200 MB).
 
-Peak RSS is the larger of wait4's figure and the sum over the process and its forked helpers
-(`tablebot validate` forks two for files of 32 MiB or more), sampled every 20 ms from /proc.
+Peak memory is the larger of wait4's peak RSS and the peak of the summed proportional set size
+(PSS: shared pages counted once) of the process and its forked helpers (`tablebot validate` forks
+two for files of 32 MiB or more), sampled every 20 ms from /proc.
 
 The machine may be shared: the ratio is what carries over, and both sides of it are timed in the
 same run, interleaved, so that load from other processes hits both alike.
@@ -90,22 +91,22 @@ def generate_distinct(path: Path, size_mb: float) -> int:
     return _write_rows(path, "host,service\n", size_mb, lambda i: f"h{i:010d},s{i % 10}\n")
 
 
-def _rss_kb(pid: int) -> int:
-    """Resident memory of a process and its children (the validator's forked helpers), in KiB."""
+def _pss_kb(pid: int) -> int:
+    """Proportional set size of a process and its children (the validator's forked helpers), in KiB:
+    pages shared between them (the interpreter, numpy) count once in the sum, not once per process."""
     total = 0
     try:
-        with open(f"/proc/{pid}/status") as status:
-            total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        with open(f"/proc/{pid}/smaps_rollup") as status:
+            total += next((int(line.split()[1]) for line in status if line.startswith("Pss:")), 0)
         with open(f"/proc/{pid}/task/{pid}/children") as children:
-            total += sum(_rss_kb(int(child)) for child in children.read().split())
+            total += sum(_pss_kb(int(child)) for child in children.read().split())
     except (OSError, ValueError):
         pass
     return total
 
 
 class RssSampler(threading.Thread):
-    """The peak of the summed RSS of a process tree, sampled every 20 ms (shared pages count twice:
-    an upper bound)."""
+    """The peak of the summed PSS of a process tree, sampled every 20 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -115,7 +116,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(0.02):
-            self.peak_kb = max(self.peak_kb, _rss_kb(self.pid))
+            self.peak_kb = max(self.peak_kb, _pss_kb(self.pid))
 
 
 def measure(cmd: list[str]) -> dict[str, float | int | str]:
@@ -141,7 +142,7 @@ def measure(cmd: list[str]) -> dict[str, float | int | str]:
         "seconds": seconds,
         "cpu": usage.ru_utime + usage.ru_stime,
         # ru_maxrss of a waited child covers its reaped helpers as a maximum, not a sum: take the
-        # larger of it and the sampled sum
+        # larger of it and the sampled sum of the PSS of the process and its helpers
         "rss_mb": max(usage.ru_maxrss, sampler.peak_kb) / 1024,
         "code": process.returncode,
         "stdout": stdout,
