@@ -219,3 +219,15 @@ def test_forked_helpers_agree(schema: str) -> None:
     clean = ("a,b,c\n" + "".join(f'h{i},"x, {i % 50}",{i % 7}\n' for i in range(20_000))).encode()
     report, _ = validate_both(clean, SCHEMAS[schema], options)
     assert report.rows == 20_000
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("chunk", [64, 1000, 4096])
+def test_a_fatal_error_mid_file_ends_both_passes_at_the_same_row(workers: int, chunk: int) -> None:
+    # rows with rule issues, then a NUL byte far into the file: both passes report the rows of
+    # every block before the NUL's block, then the fatal error
+    rows = b"".join(b"%d,x%d,2024-01-01\n" % (i, i) for i in range(4000))
+    data = b"a,b,c\n" + rows + b'7,"open\n' + rows[:2000] + b"\x00" + rows
+    report, _ = validate_both(data, DG_KEY, ValidationOptions(chunk_size=chunk, workers=workers))
+    assert report.issues[-1].code == "binary_file" or "binary_file" in report.issue_counts
+    assert report.issue_counts["invalid_integer"] > 0

@@ -86,12 +86,29 @@ class RowPass:
         self.row_repeats: RepeatFinder | None = None
         self.key_repeats: RepeatFinder | None = None
         self.bad_records = 0  # records csv.reader could not read
+        self._fatal: FatalInput | None = None
         self._long_index = 0
 
     # reading --------------------------------------------------------------------------------
 
     def read(self) -> None:
-        blocks = self.normalizer.blocks()
+        """Read the file; a fatal input error (too large, a NUL byte, an absurd line) ends it after
+        the rows of every block before the one where it was found (in both passes alike)."""
+        try:
+            self._read(self._guarded(self.normalizer.blocks()))
+        except FatalInput:
+            if self._fatal is None:
+                raise
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _guarded(self, blocks: Blocks) -> Blocks:
+        try:
+            yield from blocks
+        except FatalInput as fatal:
+            self._fatal = fatal
+
+    def _read(self, blocks: Blocks) -> None:
         first = next(blocks, None)
         if first is None:
             raise FatalInput(codes.EMPTY_FILE, "the file is empty: export the table with its header line and rows")
@@ -403,8 +420,10 @@ class RowPass:
                     )
 
     def _csv_error(self, error: csv.Error, start: int, end: int) -> None:
-        self.bad_records += 1
         message = str(error)
+        if self._fatal is not None and "unexpected end of data" in message:
+            return  # the reading stopped there, the record did not: the fatal error says why
+        self.bad_records += 1
         where = f"line {start}" if start >= end else f"the record starting on line {start} (read up to line {end})"
         if "field larger than field limit" in message:
             limit_mb = csv.field_size_limit() / (1024 * 1024)
