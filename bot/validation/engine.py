@@ -103,7 +103,7 @@ def validate(
         long_line_bytes=rules.value_byte_limit,
         sink=None if opts.drop_duplicates else sink,
     )
-    run = RowPass(normalizer, rules, issues, sink, opts, analyzer or LocalAnalyzer())
+    run = RowPass(normalizer, rules, issues, sink, opts, analyzer=analyzer or LocalAnalyzer())
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -66,6 +66,7 @@ class RowPass:
         issues: IssueCollector,
         sink: Sink,
         options: ValidationOptions,
+        *,
         analyzer: LocalAnalyzer | ProcessAnalyzer | None = None,
     ) -> None:
         self.analyzer = analyzer or LocalAnalyzer()
@@ -220,7 +221,7 @@ class RowPass:
                     pending.append(block)
             if not pending:
                 return
-            data, text = pending.popleft()
+            _, text = pending.popleft()
             records, fingerprints = analyzer.take()
             if records >= 0 and self._long_index < len(long_lines) and long_lines[self._long_index] <= line + records:
                 records = -1  # a line that may hold a value over the target's limit: read it carefully
