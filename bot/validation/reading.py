@@ -4,7 +4,7 @@
         ─► fast: analyze_block proves the block regular ─► count, fingerprint lines, target rules
         ─► careful (from the first irregular block to the end): csv.reader(strict=True), rows in
            batches of 1024, every structural rule row by row where a batch is not regular
-        ─► repeats (RepeatFinder, on disk past a million rows) ─► "no data rows"
+        ─► repeats (RepeatFinder: sorted runs, on disk past the first) ─► "no data rows"
 
 The switch is one way and happens at a block start, which is a record start for csv.reader (every
 block before it was proved regular), so the careful reader sees exactly what it would have seen
