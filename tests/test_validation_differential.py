@@ -231,3 +231,25 @@ def test_a_fatal_error_mid_file_ends_both_passes_at_the_same_row(workers: int, c
     report, _ = validate_both(data, DG_KEY, ValidationOptions(chunk_size=chunk, workers=workers))
     assert report.issues[-1].code == "binary_file" or "binary_file" in report.issue_counts
     assert report.issue_counts["invalid_integer"] > 0
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_forked_helpers_check_utf8_as_the_careful_pass_does(crlf: bool) -> None:
+    # the helpers check the UTF-8 of blocks whose text nobody needs; a bad block is decoded here,
+    # naming each bad sequence by line and byte as the careful pass does
+    rows = [f"h{i},v{i % 13},w\n".encode() for i in range(30_000)]
+    for i in (5, 9_000, 9_001, 22_222):
+        rows[i] = b"h%d,caf\xe9,\xed\xa0\x80\n" % i
+    rows.insert(25_000, b'x,"broken"quote,y\n')  # and later the careful pass takes over
+    data = b"a,b,c\n" + b"".join(rows)
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    report, _ = validate_both(data, BP3, ValidationOptions(workers=2, chunk_size=4096))
+    assert report.issue_counts["invalid_utf8"] == 8 and report.issue_counts["bad_quoting"] == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_hostile_mutations_agree_with_forked_helpers(seed: int) -> None:
+    rng = random.Random(5000 + seed)
+    base = generated_file(rng, 3, rows=3000)
+    validate_both(mutate(rng, base), BP3, ValidationOptions(workers=2, chunk_size=2048, dedupe_buffer_rows=300))

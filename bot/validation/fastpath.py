@@ -123,7 +123,8 @@ def line_fingerprints(canonical: bytes, records: int) -> np.ndarray:
 # process reads, repairs, decodes and hashes the file. A forked worker shares the parent's hash
 # key, so its fingerprints equal the ones the parent computes for rows it reads carefully.
 
-BlockResult = tuple[int, "np.ndarray | None"]  # (records, fingerprints) or (-1, None): not regular
+# (records or -1: not regular, fingerprints, whether the block holds invalid UTF-8 (when checked))
+BlockResult = tuple[int, "np.ndarray | None", bool]
 
 
 class LocalAnalyzer:
@@ -131,10 +132,10 @@ class LocalAnalyzer:
 
     def __init__(self) -> None:
         self._pending: deque[bytes] = deque()
-        self._config: tuple[str, int, bytes, bool] = (",", 1, b"", False)
+        self._config: tuple[str, int, bytes, bool, bool] = (",", 1, b"", False, False)
 
-    def configure(self, delimiter: str, columns: int, fingerprints: bool) -> None:
-        self._config = (delimiter, columns, skeleton_table(delimiter), fingerprints)
+    def configure(self, delimiter: str, columns: int, fingerprints: bool, check_utf8: bool = False) -> None:
+        self._config = (delimiter, columns, skeleton_table(delimiter), fingerprints, check_utf8)
 
     def submit(self, block: bytes) -> None:
         self._pending.append(block)
@@ -151,11 +152,19 @@ class LocalAnalyzer:
         self._pending.clear()
 
 
-def _analyze(block: bytes, delimiter: str, columns: int, delete: bytes, fingerprints: bool) -> BlockResult:
+def _analyze(
+    block: bytes, delimiter: str, columns: int, delete: bytes, fingerprints: bool, check_utf8: bool
+) -> BlockResult:
+    bad_utf8 = False
+    if check_utf8 and not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            bad_utf8 = True
     shape = analyze_block(block, delimiter, columns, delete)
     if shape is None:
-        return -1, None
-    return shape.records, line_fingerprints(shape.canonical, shape.records) if fingerprints else None
+        return -1, None, bad_utf8
+    return shape.records, line_fingerprints(shape.canonical, shape.records) if fingerprints else None, bad_utf8
 
 
 _SLOTS = 2  # blocks in flight per worker (one analyzed while the next is copied in)
@@ -165,23 +174,29 @@ _SLOT_MESSAGE = struct.Struct("<qq")
 def _worker(
     conn: Connection, inbox: mmap.mmap, outbox: mmap.mmap, slot_bytes: int
 ) -> None:  # pragma: no cover - runs in a forked child
-    config = (",", 1, b"", False)
+    config = (",", 1, b"", False, False)
     try:
         while True:
             message = conn.recv_bytes()
             if not message:
                 return
-            if message[:1] == b"C":  # configuration: C<fingerprints 0|1><delimiter><columns>
-                delimiter = message[2:3].decode("ascii")
-                config = (delimiter, int(message[3:]), skeleton_table(delimiter), message[1:2] == b"1")
+            if message[:1] == b"C":  # configuration: C<fingerprints 0|1><check UTF-8 0|1><delimiter><columns>
+                delimiter = message[3:4].decode("ascii")
+                config = (
+                    delimiter,
+                    int(message[4:]),
+                    skeleton_table(delimiter),
+                    message[1:2] == b"1",
+                    message[2:3] == b"1",
+                )
                 continue
             slot, length = _SLOT_MESSAGE.unpack(message)
             block = inbox[slot * slot_bytes : slot * slot_bytes + length]
-            records, fps = _analyze(block, *config)
+            records, fps, bad_utf8 = _analyze(block, *config)
             if fps is not None:
                 at = slot * slot_bytes * 4
                 outbox[at : at + fps.nbytes] = fps.tobytes()
-            conn.send_bytes(_SLOT_MESSAGE.pack(records, 0 if fps is None else 1))
+            conn.send_bytes(_SLOT_MESSAGE.pack(records, (0 if fps is None else 1) | (2 if bad_utf8 else 0)))
     except (EOFError, OSError, KeyboardInterrupt):
         return
     finally:
@@ -221,9 +236,10 @@ class ProcessAnalyzer:
         self._submitted = 0
         self._local = LocalAnalyzer()
 
-    def configure(self, delimiter: str, columns: int, fingerprints: bool) -> None:
-        self._local.configure(delimiter, columns, fingerprints)
-        message = b"C" + (b"1" if fingerprints else b"0") + delimiter.encode("ascii") + str(columns).encode()
+    def configure(self, delimiter: str, columns: int, fingerprints: bool, check_utf8: bool = False) -> None:
+        self._local.configure(delimiter, columns, fingerprints, check_utf8)
+        flags = (b"1" if fingerprints else b"0") + (b"1" if check_utf8 else b"0")
+        message = b"C" + flags + delimiter.encode("ascii") + str(columns).encode()
         for worker in self._workers:
             worker.conn.send_bytes(message)
 
@@ -256,16 +272,14 @@ class ProcessAnalyzer:
             return self._local_result(block)
         worker = self._workers[index]
         try:
-            records, has_fingerprints = _SLOT_MESSAGE.unpack(worker.conn.recv_bytes())
+            records, flags = _SLOT_MESSAGE.unpack(worker.conn.recv_bytes())
         except (EOFError, OSError):
             return self._local_result(block)
-        if records < 0:
-            return -1, None
         fps = None
-        if has_fingerprints:
+        if flags & 1 and records >= 0:
             at = slot * self._slot_bytes * 4
             fps = np.frombuffer(worker.outbox, dtype=np.int64, count=records, offset=at).copy()
-        return records, fps
+        return records, fps, bool(flags & 2)
 
     def in_flight(self) -> int:
         return len(self._order)

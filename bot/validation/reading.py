@@ -41,10 +41,10 @@ from bot.validation.engine import ValidationOptions
 from bot.validation.fastpath import LocalAnalyzer, ProcessAnalyzer, analyze_block, skeleton_table
 from bot.validation.model import IssueCollector, Severity
 from bot.validation.rules import TargetRules
-from bot.validation.stream import ByteNormalizer, FatalInput, Sink
+from bot.validation.stream import Block, ByteNormalizer, FatalInput, Sink
 
 _BATCH = 1024
-Blocks = Iterator[tuple[bytes, str]]
+Blocks = Iterator[Block]
 
 
 def _capture(lines: Iterable[str], store: list[str]) -> Iterator[str]:
@@ -53,9 +53,9 @@ def _capture(lines: Iterable[str], store: list[str]) -> Iterator[str]:
         yield line
 
 
-def _lines_of(blocks: Iterable[tuple[bytes, str]]) -> Iterator[str]:
-    for _, text in blocks:
-        yield from io.StringIO(text, newline="")
+def _lines_of(normalizer: ByteNormalizer, blocks: Iterable[Block]) -> Iterator[str]:
+    for block in blocks:
+        yield from io.StringIO(normalizer.decode(block), newline="")
 
 
 class RowPass:
@@ -113,16 +113,16 @@ class RowPass:
         first = next(blocks, None)
         if first is None:
             raise FatalInput(codes.EMPTY_FILE, "the file is empty: export the table with its header line and rows")
-        data, text = first
+        data, text = first.data, self.normalizer.decode(first)
         first_line = text[: text.find("\n") + 1]
         self.delimiter = self.rules.choose_delimiter(first_line)
         header = self._simple_header(data, first_line) if self.fast else None
         if header is not None:
             self._set_header(header, 1)
             cut = data.find(b"\n") + 1
-            self._fast(chain([(data[cut:], text[len(first_line) :])], blocks), 1)
+            self._fast(chain([Block(data[cut:], text[len(first_line) :], None)], blocks), 1)
             return
-        lines: Iterable[str] = chain(io.StringIO(text, newline=""), _lines_of(blocks))
+        lines: Iterable[str] = chain(io.StringIO(text, newline=""), _lines_of(self.normalizer, blocks))
         captured: list[str] = []
         if self.drop:
             lines = _capture(lines, captured)
@@ -207,8 +207,12 @@ class RowPass:
         needs_rows = self.rules.needs_rows or self.observer is not None
         long_lines = self.normalizer.long_lines
         analyzer = self.analyzer
-        analyzer.configure(delimiter, self.ncols, self.row_repeats is not None)
-        pending: deque[tuple[bytes, str]] = deque()
+        normalizer = self.normalizer
+        # With helper processes, they check the UTF-8 of blocks nobody needs the text of.
+        defer = isinstance(analyzer, ProcessAnalyzer) and not needs_rows
+        normalizer.defer_decoding = defer
+        analyzer.configure(delimiter, self.ncols, self.row_repeats is not None, check_utf8=defer)
+        pending: deque[Block] = deque()
         source = iter(blocks)
         exhausted = False
         while True:
@@ -216,27 +220,29 @@ class RowPass:
                 block = next(source, None)
                 if block is None:
                     exhausted = True
-                elif block[0]:
-                    analyzer.submit(block[0])
+                elif block.data:
+                    analyzer.submit(block.data)
                     pending.append(block)
             if not pending:
                 return
-            _, text = pending.popleft()
-            records, fingerprints = analyzer.take()
+            block = pending.popleft()
+            records, fingerprints, bad_utf8 = analyzer.take()
+            if bad_utf8:
+                block = block._replace(text=normalizer.decode(block))  # reports each bad sequence
             if records >= 0 and self._long_index < len(long_lines) and long_lines[self._long_index] <= line + records:
                 records = -1  # a line that may hold a value over the target's limit: read it carefully
             if records < 0:
                 while analyzer.in_flight():
                     analyzer.take()
-                rest = chain([text], (t for _, t in pending), (t for _, t in source))
-                reader = csv.reader(
-                    chain.from_iterable(io.StringIO(t, newline="") for t in rest), delimiter=delimiter, strict=True
-                )
+                normalizer.defer_decoding = False
+                rest = _lines_of(normalizer, chain([block], pending, source))
+                reader = csv.reader(rest, delimiter=delimiter, strict=True)
                 self._careful(reader, line, line, [])
                 return
             first = line + 1
             self.rows += records
             if needs_rows:
+                text = normalizer.decode(block)
                 rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
                 self._accept(rows, first, None)
             if self.row_repeats is not None and fingerprints is not None:

@@ -25,7 +25,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bot.errors import InputError
 from bot.validation import codes
@@ -211,6 +211,12 @@ def nul_byte(data: bytes, lines_before: int) -> FatalInput:
     )
 
 
+class Block(NamedTuple):
+    data: bytes  # repaired bytes of whole lines
+    text: str | None  # their text; None: not decoded yet (ByteNormalizer.decode)
+    context: tuple[bytes, int, bytes, int, bool] | None  # where the raw bytes were, for a later decode
+
+
 class ByteNormalizer:
     """The repaired bytes of a source and their text, in blocks of whole lines (`blocks`)."""
 
@@ -235,6 +241,8 @@ class ByteNormalizer:
         # Physical lines longer than `long_line_bytes` (ascending): only these can hold a long value.
         self.long_lines: list[int] = []
         self.completed = False  # the whole source was read
+        # Hand whole-chunk blocks on undecoded (the fast pass's helpers check their UTF-8).
+        self.defer_decoding = False
         self._started = False
         self._done = False
         self._lines_emitted = 0  # LF bytes handed on so far
@@ -256,24 +264,35 @@ class ByteNormalizer:
         self._first_cr_line: int | None = None
         self._offset = 0  # file offset of the next raw chunk to process
 
-    def blocks(self) -> Iterator[tuple[bytes, str]]:
+    def blocks(self) -> Iterator[Block]:
         """The repaired bytes and their text, in blocks of whole lines (each block ends with LF).
 
         Decoding happens once, here, per chunk (invalid UTF-8 is reported and kept as surrogate
-        escapes, so the text encodes back to the same bytes).
+        escapes, so the text encodes back to the same bytes). With `defer_decoding`, a block that
+        is a whole chunk comes undecoded (text None): `decode(block)` decodes it later, reporting
+        invalid UTF-8 exactly as it would have here.
         """
         carry_bytes = b""
         carry_text = ""
         while True:
             data = self._next()
             final = not data
+            if (
+                self.defer_decoding
+                and not final
+                and not carry_bytes
+                and not self._utf8_pending
+                and data.endswith(b"\n")
+            ):
+                yield Block(data, None, self._context())
+                continue
             text = self._decode(data, final)
             if final:
                 if carry_bytes or text:
-                    yield carry_bytes, carry_text + text
+                    yield Block(carry_bytes, carry_text + text, None)
                 return
             if not carry_bytes and data.endswith(b"\n") and text.endswith("\n"):
-                yield data, text  # the usual case with a file source: no copy
+                yield Block(data, text, None)  # the usual case with a file source: no copy
                 continue
             data = carry_bytes + data if carry_bytes else data
             text = carry_text + text if carry_text else text
@@ -284,11 +303,28 @@ class ByteNormalizer:
             text_cut = text.rfind("\n") + 1
             if cut == len(data):
                 carry_bytes = b""
-                yield data, text if text_cut == len(text) else text[:text_cut]
+                yield Block(data, text if text_cut == len(text) else text[:text_cut], None)
             else:
                 carry_bytes = data[cut:]
-                yield data[:cut], text[:text_cut]
+                yield Block(data[:cut], text[:text_cut], None)
             carry_text = text[text_cut:]
+
+    def _context(self) -> tuple[bytes, int, bytes, int, bool]:
+        return (self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf)
+
+    def decode(self, block: Block) -> str:
+        """The text of a block (decoding it now if `blocks` deferred it)."""
+        if block.text is not None:
+            return block.text
+        assert block.context is not None
+        saved, pending = self._context(), self._utf8_pending
+        self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf = block.context
+        self._utf8_pending = b""
+        try:
+            return self._decode(block.data, False)
+        finally:
+            self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf = saved
+            self._utf8_pending = pending
 
     def _decode(self, data: bytes, final: bool) -> str:
         pending = self._utf8_pending
