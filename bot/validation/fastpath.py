@@ -132,7 +132,7 @@ class LocalAnalyzer:
 
     def __init__(self) -> None:
         self._pending: deque[bytes] = deque()
-        self._config: tuple[str, int, bytes, bool, bool] = (",", 1, b"", False, False)
+        self._config: _Config = (",", 1, b"", False, False)
 
     def configure(self, delimiter: str, columns: int, fingerprints: bool, check_utf8: bool = False) -> None:
         self._config = (delimiter, columns, skeleton_table(delimiter), fingerprints, check_utf8)
@@ -143,7 +143,7 @@ class LocalAnalyzer:
     workers = 1
 
     def take(self) -> BlockResult:
-        return _analyze(self._pending.popleft(), *self._config)
+        return _analyze(self._pending.popleft(), self._config)
 
     def in_flight(self) -> int:
         return len(self._pending)
@@ -152,9 +152,11 @@ class LocalAnalyzer:
         self._pending.clear()
 
 
-def _analyze(
-    block: bytes, delimiter: str, columns: int, delete: bytes, fingerprints: bool, check_utf8: bool
-) -> BlockResult:
+_Config = tuple[str, int, bytes, bool, bool]  # delimiter, columns, skeleton table, fingerprints, check UTF-8
+
+
+def _analyze(block: bytes, config: _Config) -> BlockResult:
+    delimiter, columns, delete, fingerprints, check_utf8 = config
     bad_utf8 = False
     if check_utf8 and not block.isascii():
         try:
@@ -174,7 +176,7 @@ _SLOT_MESSAGE = struct.Struct("<qq")
 def _worker(
     conn: Connection, inbox: mmap.mmap, outbox: mmap.mmap, slot_bytes: int
 ) -> None:  # pragma: no cover - runs in a forked child
-    config = (",", 1, b"", False, False)
+    config: _Config = (",", 1, b"", False, False)
     try:
         while True:
             message = conn.recv_bytes()
@@ -192,7 +194,7 @@ def _worker(
                 continue
             slot, length = _SLOT_MESSAGE.unpack(message)
             block = inbox[slot * slot_bytes : slot * slot_bytes + length]
-            records, fps, bad_utf8 = _analyze(block, *config)
+            records, fps, bad_utf8 = _analyze(block, config)
             if fps is not None:
                 at = slot * slot_bytes * 4
                 outbox[at : at + fps.nbytes] = fps.tobytes()
