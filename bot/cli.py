@@ -244,7 +244,8 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
             return finish({**base, "state": "schema_unavailable", "message": exc.message}, "", code)
         normalized = Path(tmp) / "normalized.csv"
         with args.file.open("rb") as source, normalized.open("wb") as out:
-            report = validate(source, schema, ValidationOptions(drop_duplicates=args.drop_duplicates), output=out)
+            options = ValidationOptions(drop_duplicates=args.drop_duplicates, workers=_validation_workers(args.file))
+            report = validate(source, schema, options, output=out)
         base.update(report.to_dict())
         if not report.valid:
             return finish({**base, "state": "invalid"}, format_text(report, file_name=str(args.file)), EXIT_INVALID)
