@@ -37,15 +37,21 @@ class Issue:
     line: int | None
     column: str | None
     message: str
+    # The offending value as the file has it, beside the message (which may quote it too): a
+    # renderer shows it as data (Slack: escaped in a code span), never as part of a template.
+    value: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity.value,
             "line": self.line,
             "column": self.column,
             "message": self.message,
         }
+        if self.value is not None:
+            found["value"] = self.value
+        return found
 
 
 @dataclass
@@ -136,12 +142,29 @@ class IssueCollector:
             return True
         return len(self._heap) < self.max_issues or key < (-self._heap[0][0], -self._heap[0][1])
 
-    def add(self, code: str, severity: Severity, line: int | None, column: str | None, message: str) -> None:
+    def add(
+        self,
+        code: str,
+        severity: Severity,
+        line: int | None,
+        column: str | None,
+        message: str,
+        *,
+        value: str | None = None,
+    ) -> None:
         self.counts[code] = self.counts.get(code, 0) + 1
         self.severity_counts[severity.value] = self.severity_counts.get(severity.value, 0) + 1
-        self._keep(code, severity, line, column, message)
+        self._keep(code, severity, line, column, message, value)
 
-    def _keep(self, code: str, severity: Severity, line: int | None, column: str | None, message: str) -> None:
+    def _keep(  # noqa: PLR0917
+        self,
+        code: str,
+        severity: Severity,
+        line: int | None,
+        column: str | None,
+        message: str,
+        value: str | None = None,
+    ) -> None:
         key = self._place(line)
         self._seq += 1
         first = self._first.get(code)
@@ -150,7 +173,7 @@ class IssueCollector:
         wanted_heap = len(heap) < self.max_issues or key < (-heap[0][0], -heap[0][1])
         if not (wanted_first or wanted_heap):
             return
-        issue = Issue(code, severity, line, column, message)
+        issue = Issue(code, severity, line, column, message, value)
         if wanted_first:
             self._first[code] = (key[0], key[1], issue)
         if wanted_heap:
