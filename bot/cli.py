@@ -154,9 +154,12 @@ def _schema_from_args(args: argparse.Namespace, settings: Settings) -> TableSche
 
 def _validation_workers(path: Path) -> int:
     """Forked helpers for the fast pass (bot/validation/fastpath.py): two for a file of 32 MiB or more
-    on a machine with a second core, none otherwise (forking costs more than it saves on small files)."""
+    on a Linux machine with a second core, none otherwise (forking costs more than it saves on small
+    files, and forking a process with numpy loaded is only safe on Linux)."""
     import os
 
+    if not sys.platform.startswith("linux"):
+        return 0
     try:
         large = path.stat().st_size >= 32 * 1024 * 1024
     except OSError:
