@@ -118,3 +118,18 @@ def test_a_header_of_a_million_empty_titles_stays_bounded() -> None:
     assert len(report.issues) <= 1000
     assert report.issue_counts["empty_header"] == 1_000_001
     assert len(json.dumps(report.to_dict())) < 1_000_000
+
+
+def test_numpy_stays_off_the_slack_acknowledgement_path() -> None:
+    # The validator and the change preview import numpy when they run, not when imported: the
+    # Slack handler must acknowledge within 3 seconds of a cold start.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, handlers.slack_events, bot.slack.app, bot.validation, bot.preview; print('numpy' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert done.stdout.strip() == "False"
