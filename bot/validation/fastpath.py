@@ -120,11 +120,13 @@ def line_fingerprints(canonical: bytes, records: int) -> np.ndarray:
 #
 # Proving a block regular and fingerprinting its lines take about two thirds of the fast pass and
 # need nothing but the block's bytes, so they can run in forked worker processes while the main
-# process reads, repairs, decodes and hashes the file. A forked worker shares the parent's hash
+# process reads and repairs the file (and decodes the blocks whose text it needs: the helpers check
+# the UTF-8 of the others). A forked worker shares the parent's hash
 # key, so its fingerprints equal the ones the parent computes for rows it reads carefully.
 
 # (records or -1: not regular, fingerprints, whether the block holds invalid UTF-8 (when checked))
 BlockResult = tuple[int, "np.ndarray | None", bool]
+_Config = tuple[str, int, bytes, bool, bool]  # delimiter, columns, skeleton table, fingerprints, check UTF-8
 
 
 class LocalAnalyzer:
@@ -137,10 +139,10 @@ class LocalAnalyzer:
     def configure(self, delimiter: str, columns: int, fingerprints: bool, check_utf8: bool = False) -> None:
         self._config = (delimiter, columns, skeleton_table(delimiter), fingerprints, check_utf8)
 
+    workers = 1  # blocks that may be in flight at once
+
     def submit(self, block: bytes) -> None:
         self._pending.append(block)
-
-    workers = 1
 
     def take(self) -> BlockResult:
         return _analyze(self._pending.popleft(), self._config)
@@ -150,9 +152,6 @@ class LocalAnalyzer:
 
     def close(self) -> None:
         self._pending.clear()
-
-
-_Config = tuple[str, int, bytes, bool, bool]  # delimiter, columns, skeleton table, fingerprints, check UTF-8
 
 
 def _analyze(block: bytes, config: _Config) -> BlockResult:
