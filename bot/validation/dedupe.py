@@ -10,15 +10,16 @@ and the line of the occurrence before it, through a callback that receives numpy
 23 million repeats cost a few vectorised calls, not 23 million Python calls):
 
 - pairs gather in a buffer of `buffer_rows` (16 bytes a row); a full buffer is sorted by
-  fingerprint: repeats inside it are reported at once, and it shrinks to one entry per distinct
-  fingerprint (fingerprint, first line, last line): a file of identical rows stays one entry a run;
+  fingerprint on a background thread: repeats inside it are found at once, and it shrinks to one
+  entry per distinct fingerprint (fingerprint, first line, last line): a file of identical rows
+  stays one entry a run;
 - when more than one run exists, the runs go to one temporary file (16 bytes a distinct entry), each
-  sorted, with the offsets of 256 fingerprint ranges; at the end each range is read from every run,
-  sorted (stable: runs are in line order) and its repeats across runs are reported.
+  sorted, with the offsets of 256 fingerprint ranges; at the end ranges of about 64 Ki entries are
+  read from every run, sorted (stable: runs are in line order) and their repeats across runs found.
 
-Memory: the buffer and its sort (about 50 bytes a buffered row, 50 MB at the default 1 Mi rows)
-and one range at the end (1/256 of the distinct rows). Disk: 16 bytes a distinct row per run,
-e.g. 370 MB for a 500 MB file of 23 million distinct short rows, in the temporary folder (TMPDIR).
+Memory: the buffer and its sort (about 50 bytes a buffered row, 13 MB at the default 256 Ki rows),
+the `keep` repeats nearest the start, and one range at the end. Disk: 16 bytes a distinct row per
+run, e.g. 560 MB for a 500 MB file of 35 million distinct short rows, in the temporary folder (TMPDIR).
 
 A 64-bit fingerprint can collide: for 10 million distinct rows the chance that any two collide
 is about 3 in a million (n² / 2⁶⁵). Python's hash is keyed per process, so a collision is
