@@ -10,11 +10,12 @@ after such an ambiguous outcome: the error says the upload may have started (`ma
 
 from __future__ import annotations
 
+import email.utils
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -25,7 +26,17 @@ from bot.config import TableConfig
 from bot.schema import TableSchema
 
 JobState = Literal["running", "done", "failed"]
-ErrorKind = Literal["rejected", "auth", "unreachable", "rate_limited", "server"]
+# Why a call failed, by cause (each has its own wording and exit code in the callers):
+# rejected: the vendor refused the request (400, 404, 409, code != 0); auth: the credentials (401);
+# address_not_allowed: 403 with `actionResult` (the caller's IP is not allow-listed, checked before
+# the credentials); rate_limited: 429 after honouring Retry-After / the vendor's rule;
+# status_unreadable: a job status read answered 404, 5xx, code != 0 or not JSON (tolerated by the
+# callers for `status_grace_seconds`); unreachable: no answer; server: 5xx elsewhere.
+ErrorKind = Literal[
+    "rejected", "auth", "address_not_allowed", "unreachable", "rate_limited", "server", "status_unreadable"
+]
+# Kinds worth another try later (nothing was applied, or the read may work next time).
+TRANSIENT_KINDS: frozenset[str] = frozenset({"unreachable", "rate_limited", "server", "status_unreadable"})
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -49,9 +60,15 @@ class UpstreamJob:
 
 @dataclass(frozen=True)
 class UpstreamStatus:
+    """One read of an upstream job. `raw_status` is the vendor's word verbatim; `known` is False
+    for a word in no family (then `state` is "running" and `reason` says the bot does not know it).
+    A failed job's own text (and its row errors) is in `reason`."""
+
     state: JobState
     reason: str | None
     raw_status: str
+    known: bool = True
+    error_count: int = 0
 
 
 class UpstreamError(Exception):
@@ -76,7 +93,7 @@ class UpstreamError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("unreachable", "rate_limited", "server") and not self.may_have_started
+        return self.kind in TRANSIENT_KINDS and not self.may_have_started
 
 
 class ByteSource(Protocol):
@@ -147,11 +164,42 @@ def first_line(source: ByteSource, limit: int = CHUNK_BYTES) -> bytes:
 
 
 class TargetClient(Protocol):
-    """One upstream API. Every method raises `UpstreamError` on refusal or failure."""
+    """One upstream API, as the use cases need it: nothing outside `bot.targets` asks which vendor
+    it is. Every method raises `UpstreamError` on refusal or failure."""
 
     kind: str
+    label: str  # the vendor's name for people: "BigPanda", "D·engage"
+    replaces_table: bool  # an upload replaces the whole table (a change preview means something)
+    status_grace_seconds: float  # how long an unreadable job status is tolerated
+    unknown_status_reads: int  # reads of an unknown status word before the user is told
+
+    @property
+    def part_spacing_seconds(self) -> float:
+        """Least seconds between two upload calls on one upstream table (0: no rule)."""
+        ...
 
     def fetch_schema(self, table: TableConfig) -> TableSchema: ...
+
+    def login(self) -> str:
+        """Prove the credentials now (`tablebot check`); what was proved."""
+        ...
+
+    def locate(self, table: TableConfig) -> str:
+        """Find the upstream table (`tablebot check`); what was found."""
+        ...
+
+    def parts(self, table: TableConfig, path: Path) -> Sequence[ByteSource]:
+        """The request bodies a normalized file is sent as, in order (one, unless it is too big)."""
+        ...
+
+    def resend_is_safe(self, table: TableConfig) -> bool:
+        """Would sending the same part again leave the table as one send would?"""
+        ...
+
+    def identity(self, table: TableConfig) -> dict[str, str]:
+        """What a file is checked against and sent to (the upstream table, columns, key), as
+        strings: a job records it when it is validated and is never sent anywhere else."""
+        ...
 
     def start_upload(self, table: TableConfig, body: ByteSource, *, part: int = 1, parts: int = 1) -> UpstreamJob: ...
 
@@ -276,8 +324,9 @@ DEFAULT_PACING = LimiterRegistry()
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for `429`, `5xx` and network errors: backoff_seconds * 2**n, capped; a vendor's
-    `Retry-After` is honoured up to `max_retry_after_seconds`."""
+    """Backoff for `5xx` and network errors: backoff_seconds * 2**n, capped. A `429` waits for the
+    vendor's `Retry-After` (or its own rule) when that is at most `max_retry_after_seconds`;
+    a longer wait is handed to the caller (`UpstreamError.retry_after`), never cut short."""
 
     max_attempts: int = 5
     backoff_seconds: float = 0.5
@@ -304,14 +353,49 @@ def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """The `Retry-After` header in seconds (a number or an HTTP date), or None."""
     value = response.headers.get("Retry-After")
-    if value is None:
+    if value is None or not value.strip():
         return None
     try:
-        return float(value)
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def forbidden_reason(response: httpx.Response) -> str | None:
+    """The `actionResult` of a 403 (D·engage puts the reason an address is refused there), or None."""
+    try:
+        payload = response.json()
     except ValueError:
         return None
+    holders = [payload, payload.get("data")] if isinstance(payload, dict) else []
+    for holder in holders:
+        if isinstance(holder, dict) and holder.get("actionResult") not in (None, ""):
+            value = holder["actionResult"]
+            text = value if isinstance(value, str) else str(value)
+            return truncate(text, 300)
+    return None
+
+
+def address_not_allowed(vendor: str, what: str, reason: str, status_code: int = 403) -> UpstreamError:
+    return UpstreamError(
+        "address_not_allowed",
+        f"{vendor} refused {what}: the address the bot calls from is not allowed (403: {reason}). "
+        f"Ask the {vendor} account's administrator to add it to the account's IP allow-list; "
+        "the credentials were not checked",
+        status_code=status_code,
+    )
+
+
+def _wait_words(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 _MAY_HAVE_STARTED = "; the upload may have started: check the table before sending it again"
@@ -341,11 +425,20 @@ class Sender:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         resend_after_sent: bool = True,
+        before_attempt: Callable[[], object] | None = None,
+        rate_limit_wait: Callable[[], float] | None = None,
     ) -> httpx.Response:
+        """`before_attempt` runs before every attempt (a table's spacing); `rate_limit_wait` gives
+        the vendor's own wait after a `429` without `Retry-After` (D·engage: the table's next
+        minute). A 429 whose wait is longer than `max_retry_after_seconds` is not waited for here:
+        it raises `rate_limited` at once with `retry_after` set, for the caller to come back then."""
         last: UpstreamError | None = None
+        delay = 0.0
         for attempt in range(1, self.retry.max_attempts + 1):
-            if attempt > 1 and last is not None:
-                self.sleep(self.retry.delay(attempt - 1, last.retry_after))
+            if attempt > 1 and delay > 0:
+                self.sleep(delay)
+            if before_attempt is not None:
+                before_attempt()
             self.limiter.acquire()
             try:
                 response = self.http.request(
@@ -355,20 +448,34 @@ class Sender:
                 last = UpstreamError(
                     "unreachable", f"{self.vendor} could not be reached while {what} ({type(exc).__name__})"
                 )
+                delay = self.retry.delay(attempt)
                 continue
             except httpx.TransportError as exc:
                 message = f"{self.vendor} did not answer while {what} ({type(exc).__name__})"
                 if not resend_after_sent:
                     raise UpstreamError("unreachable", message + _MAY_HAVE_STARTED, may_have_started=True) from None
                 last = UpstreamError("unreachable", message)
+                delay = self.retry.delay(attempt)
                 continue
             if response.status_code == 429:
+                asked = retry_after_seconds(response)
+                if asked is not None:
+                    wait, rule = asked, f"Retry-After {_wait_words(asked)}"
+                elif rate_limit_wait is not None:
+                    wait = max(0.0, rate_limit_wait())
+                    rule = f"the vendor's rule: next call in {_wait_words(wait)}"
+                else:
+                    wait = self.retry.delay(attempt)
+                    rule = f"no Retry-After; backed off {_wait_words(wait)}"
                 last = UpstreamError(
                     "rate_limited",
-                    f"{self.vendor} kept answering 429 Too Many Requests while {what}",
+                    f"{self.vendor} rate limited the bot while {what} (429 Too Many Requests; {rule})",
                     status_code=429,
-                    retry_after=_retry_after(response),
+                    retry_after=wait,
                 )
+                if wait > self.retry.max_retry_after_seconds:
+                    raise last
+                delay = wait
                 continue
             if response.status_code >= 500:
                 detail = truncate(response.text, 200)
@@ -380,6 +487,7 @@ class Sender:
                         "server", message + _MAY_HAVE_STARTED, status_code=response.status_code, may_have_started=True
                     )
                 last = UpstreamError("server", message, status_code=response.status_code)
+                delay = self.retry.delay(attempt)
                 continue
             return response
         assert last is not None
@@ -387,4 +495,5 @@ class Sender:
             last.kind,
             f"{last.message} (gave up after {self.retry.max_attempts} attempts)",
             status_code=last.status_code,
+            retry_after=last.retry_after,
         )
