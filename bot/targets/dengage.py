@@ -607,7 +607,7 @@ def _payload(response: httpx.Response, what: str) -> dict[str, Any]:
         payload = response.json()
     except ValueError:
         payload = None
-    if isinstance(payload, str):  # a bare job uuid
+    if isinstance(payload, str | list):  # a bare job uuid, a bare table list
         return {"data": payload}
     if not isinstance(payload, dict):
         raise UpstreamError(
