@@ -35,8 +35,9 @@ from bot.poller import Poller, PollerSettings
 from bot.service import JobService, Notifier, PollSettings
 from bot.staging import Staging, staging_from_env
 from bot.store import DynamoJobStore, JobStore, SqliteJobStore
-from bot.targets import BigPandaClient, DengageClient, LimiterRegistry, build_client
+from bot.targets import BigPandaClient, DengageClient, Pacing, build_client
 from bot.targets.base import DEFAULT_PACING
+from bot.targets.shared_pacing import StorePacing
 
 DEFAULT_STORE_PATH = ".tablebot/jobs.sqlite3"
 UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
@@ -93,11 +94,11 @@ def store_from_env(env: Mapping[str, str]) -> JobStore:
 class TargetClients:
     """One client per target for the life of the process, on one HTTP connection pool, with the
     targets' rate limiters shared by every job (BigPanda: 5 requests a second per organization):
-    by default the process-wide registry of `bot.targets`, which every other client built in
-    this process uses too."""
+    `build_service` passes the store's pacing (shared by every process of the deployment); the
+    default is the process-wide registry of `bot.targets`."""
 
     def __init__(
-        self, http: httpx.Client, environ: Mapping[str, str] | None = None, pacing: LimiterRegistry | None = None
+        self, http: httpx.Client, environ: Mapping[str, str] | None = None, pacing: Pacing | None = None
     ) -> None:
         self.http = http
         self.environ = environ
@@ -147,11 +148,13 @@ def build_service(
     tables = tables or Settings.from_env(env).load_tables()
     http = http or httpx.Client(timeout=UPSTREAM_TIMEOUT)
     work_dir = env.get("TABLEBOT_WORK_DIR")
+    store = store or store_from_env(env)
     return JobService(
-        store or store_from_env(env),
+        store,
         staging or staging_from_env(env),
         tables,
-        TargetClients(http, env),
+        # Rate limits shared by every container and poller, through the job store.
+        TargetClients(http, env, StorePacing(store)),
         notifier or slack_notifier(env),
         settings=poll_settings_from_env(env),
         work_dir=Path(work_dir) if work_dir else None,

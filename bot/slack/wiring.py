@@ -30,6 +30,7 @@ from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
 from bot.staging import Staging, staging_from_env
 from bot.store import JobStore
+from bot.targets.shared_pacing import StorePacing
 from bot.wiring import UPSTREAM_TIMEOUT, TargetClients, build_service, store_from_env
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def build_slack_deps(
         import boto3  # only when S3 reads are allowed at all
 
         s3_client = boto3.client("s3")
-    targets = TargetClients(http, env)
+    targets = TargetClients(http, env, StorePacing(store))  # rate limits shared through the store
 
     def schema_for(table: TableConfig) -> TableSchema:
         return table.configured_schema() or targets(table).fetch_schema(table)

@@ -101,6 +101,13 @@ class JobStore(Protocol):
 
     def get_table_gate(self, table: str) -> TableGate | None: ...
 
+    def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float:
+        """Book the next start of a request under "at most `limit` starts in any `window_seconds`"
+        for `key` (a BigPanda organization, a D·engage caller address or table), shared by every
+        process using this store. Returns the seconds to wait before sending (0: now). One
+        conditional write (SQLite: one transaction); `StoreUnavailable` if it keeps colliding."""
+        ...
+
     def history_for_job(self, job_id: str) -> list[HistoryEntry]:
         """Every state change of the job, oldest first."""
         ...

@@ -206,6 +206,27 @@ class TargetClient(Protocol):
     def job_status(self, job: UpstreamJob | str) -> UpstreamStatus: ...
 
 
+class Limiter(Protocol):
+    """Paces requests under one limit: `acquire` waits for a slot and takes it."""
+
+    def acquire(self) -> float: ...
+
+
+class Spacer(Protocol):
+    """Keeps calls on one upstream table apart: `wait(table key)` waits for the table's turn."""
+
+    def wait(self, key: str) -> float: ...
+
+
+class Pacing(Protocol):
+    """Where clients get their limiters and spacers: one process (`LimiterRegistry`) or the whole
+    deployment through the job store (`bot.targets.shared_pacing.StorePacing`)."""
+
+    def limiter(self, key: str, rate: float, *, clock: Clock = ..., sleep: Sleep = ...) -> Limiter: ...
+
+    def spacer(self, key: str, spacing: float, *, clock: Clock = ..., sleep: Sleep = ...) -> Spacer: ...
+
+
 class RateLimiter:
     """At most `limit` requests in any window of `period` seconds: a sliding window over the start
     times of the last `limit` requests (5 a second: 5 in any second, never the 10 a full token
@@ -409,7 +430,7 @@ class Sender:
     """Sends one logical request with pacing and retries (see the module docstring for the rule)."""
 
     http: httpx.Client
-    limiter: RateLimiter
+    limiter: Limiter
     retry: RetryPolicy
     sleep: Sleep
     vendor: str

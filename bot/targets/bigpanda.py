@@ -39,7 +39,7 @@ from bot.schema import Column, TableSchema
 from bot.targets.base import (
     ByteSource,
     FileSource,
-    RateLimiter,
+    Limiter,
     RetryPolicy,
     Sender,
     Sleep,
@@ -89,7 +89,7 @@ class BigPandaClient:
         http: httpx.Client,
         *,
         token: str,
-        limiter: RateLimiter,
+        limiter: Limiter,
         retry: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:

@@ -72,11 +72,11 @@ from bot.targets.base import (
     ByteSource,
     Clock,
     FileSource,
-    RateLimiter,
+    Limiter,
     RetryPolicy,
     Sender,
     Sleep,
-    TableSpacer,
+    Spacer,
     UpstreamError,
     UpstreamJob,
     UpstreamStatus,
@@ -217,8 +217,8 @@ class DengageClient:
         *,
         userkey: str,
         password: str,
-        limiter: RateLimiter,
-        spacer: TableSpacer,
+        limiter: Limiter,
+        spacer: Spacer,
         settings: DengageSettings | None = None,
         retry: RetryPolicy | None = None,
         clock: Clock = time.monotonic,
@@ -497,7 +497,8 @@ class DengageClient:
         key = self.table_key(table)
 
         def table_next_minute() -> float:
-            return max(0.0, self.spacer.next_allowed(key) - self._clock())
+            # Another process may have made the call that filled this minute: wait a whole spacing.
+            return self.settings.part_spacing_seconds
 
         response = self._call(
             "POST",

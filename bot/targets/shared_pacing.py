@@ -1,0 +1,91 @@
+"""Pacing shared by every process of a deployment, through the job store.
+
+`LimiterRegistry` (bot.targets.base) paces the clients of one process. Lambda runs many
+containers, and the poller, the Slack functions and `tablebot serve` each have their own: their
+requests together must still respect the vendors' limits. `StorePacing` books every request's
+start in the job store (`JobStore.reserve_rate_slot`: one conditional write in DynamoDB, one
+transaction in the embedded SQLite store), so all of them share one sliding window per key:
+
+- BigPanda: 5 requests a second per organization (key: base URL + the token's variable name);
+- D·engage: its requests-per-second limit per caller address (key: base URL), and one upsert a
+  minute per table (`part_spacing_seconds`, key: base URL + table).
+
+The limiter keeps the `RateLimiter` reading of a rate (5 a second: at most 5 starts in any window
+of 1 s + margin). Clocks: the store's (wall) clock; containers' clocks agree to well under the
+margin on AWS (NTP), and the margin covers network jitter on arrival as it does in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+from bot.targets.base import DEFAULT_PACING_MARGIN_SECONDS, Clock, Sleep
+
+
+class RateSlots(Protocol):
+    """What the pacing needs of the job store."""
+
+    def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float: ...
+
+
+class SharedRateLimiter:
+    """At most `limit` request starts in any window of `period + margin` seconds, across processes."""
+
+    def __init__(self, slots: RateSlots, key: str, rate: float, *, margin_seconds: float, sleep: Sleep) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.key = key
+        self.rate = rate
+        self.limit = max(1, math.floor(rate))
+        self.period = 1.0 if rate >= 1 else 1.0 / rate
+        self.margin_seconds = margin_seconds
+        self._slots = slots
+        self._sleep = sleep
+
+    @property
+    def window(self) -> float:
+        return self.period + self.margin_seconds
+
+    def acquire(self) -> float:
+        wait = self._slots.reserve_rate_slot(f"rps|{self.key}", limit=self.limit, window_seconds=self.window)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class SharedTableSpacer:
+    """Calls on one upstream table at least `spacing` seconds apart, across processes."""
+
+    def __init__(self, slots: RateSlots, key: str, spacing: float, *, sleep: Sleep) -> None:
+        self.key = key
+        self.spacing = spacing
+        self._slots = slots
+        self._sleep = sleep
+
+    def wait(self, key: str) -> float:
+        if self.spacing <= 0:
+            return 0.0
+        wait = self._slots.reserve_rate_slot(f"table|{self.key}|{key}", limit=1, window_seconds=self.spacing)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+class StorePacing:
+    """A `LimiterRegistry` whose limiters and spacers book in the job store (module docstring)."""
+
+    def __init__(self, slots: RateSlots, *, margin_seconds: float = DEFAULT_PACING_MARGIN_SECONDS) -> None:
+        self.slots = slots
+        self.margin_seconds = margin_seconds
+
+    def limiter(
+        self, key: str, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> SharedRateLimiter:
+        return SharedRateLimiter(self.slots, key, rate, margin_seconds=self.margin_seconds, sleep=sleep)
+
+    def spacer(
+        self, key: str, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> SharedTableSpacer:
+        return SharedTableSpacer(self.slots, key, spacing, sleep=sleep)
