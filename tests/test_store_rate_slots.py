@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.store import JobStore
 from bot.store.rules import book_rate_slot
 from bot.targets.shared_pacing import StorePacing
 from tests.store_support import Backend, dynamodb_backend, sqlite_backend
@@ -33,23 +34,29 @@ def test_the_rule_books_after_the_oldest_of_the_last_limit_starts() -> None:
         book_rate_slot([], limit=0, window_us=1, now_us=0)
 
 
+def wait_for(backend: Backend, store: JobStore, key: str, *, limit: int, window_seconds: float) -> float:
+    """Seconds from the (manual) clock's now to the booked start."""
+    at = store.reserve_rate_slot(key, limit=limit, window_seconds=window_seconds)
+    return round(at - backend.clock().timestamp(), 6)
+
+
 def test_five_a_second_across_two_stores_then_a_wait(backend: Backend) -> None:
     first, second = backend.open(), backend.open()
-    waits = [(first if i % 2 else second).reserve_rate_slot("org", limit=5, window_seconds=1.0) for i in range(7)]
+    waits = [wait_for(backend, first if i % 2 else second, "org", limit=5, window_seconds=1.0) for i in range(7)]
     assert waits[:5] == [0.0] * 5
     assert waits[5] == pytest.approx(1.0) and waits[6] == pytest.approx(1.0)
     backend.clock.advance(1.0)  # two are booked at +1 s: three more fit there, the next waits
-    later = [first.reserve_rate_slot("org", limit=5, window_seconds=1.0) for _ in range(4)]
+    later = [wait_for(backend, first, "org", limit=5, window_seconds=1.0) for _ in range(4)]
     assert later == [0.0, 0.0, 0.0, pytest.approx(1.0)]
-    assert first.reserve_rate_slot("other", limit=5, window_seconds=1.0) == 0.0  # keys are independent
+    assert wait_for(backend, first, "other", limit=5, window_seconds=1.0) == 0.0  # keys are independent
 
 
 def test_a_table_spacing_of_one_a_minute(backend: Backend) -> None:
     store = backend.open()
-    assert store.reserve_rate_slot("table|t1", limit=1, window_seconds=60) == 0.0
+    assert wait_for(backend, store, "table|t1", limit=1, window_seconds=60) == 0.0
     backend.clock.advance(20)
-    assert store.reserve_rate_slot("table|t1", limit=1, window_seconds=60) == pytest.approx(40)
-    assert store.reserve_rate_slot("table|t1", limit=1, window_seconds=60) == pytest.approx(100)
+    assert wait_for(backend, store, "table|t1", limit=1, window_seconds=60) == pytest.approx(40)
+    assert wait_for(backend, store, "table|t1", limit=1, window_seconds=60) == pytest.approx(100)
 
 
 def test_racing_bookings_never_share_a_slot(backend: Backend) -> None:
@@ -61,7 +68,7 @@ def test_racing_bookings_never_share_a_slot(backend: Backend) -> None:
     def book(i: int) -> None:
         barrier.wait()
         for _ in range(5):
-            wait = stores[i].reserve_rate_slot("org", limit=5, window_seconds=1.0)
+            wait = wait_for(backend, stores[i], "org", limit=5, window_seconds=1.0)
             with lock:
                 waits.append(wait)
 
@@ -76,7 +83,7 @@ def test_racing_bookings_never_share_a_slot(backend: Backend) -> None:
 
 def test_store_pacing_gives_limiters_and_spacers_that_sleep_what_the_store_says(backend: Backend) -> None:
     slept: list[float] = []
-    pacing = StorePacing(backend.open(), margin_seconds=0.1)
+    pacing = StorePacing(backend.open(), margin_seconds=0.1, wall=lambda: backend.clock().timestamp())
     limiter = pacing.limiter("bigpanda|org", 5.0, sleep=slept.append)
     for _ in range(6):
         limiter.acquire()

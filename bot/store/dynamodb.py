@@ -800,7 +800,7 @@ class DynamoJobStore:
                 if attempt >= self._conflict_retries:
                     self._sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not security
                 continue
-            return max(0.0, (at - now_us) / 1_000_000)
+            return at / 1_000_000
         raise StoreUnavailable(f"job store ({self.table_name}): the rate limit {key} kept changing; try again")
 
     # -- history and listings -----------------------------------------------------------------

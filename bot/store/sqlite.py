@@ -382,7 +382,7 @@ class SqliteJobStore:
                 " ON CONFLICT (rate_key) DO UPDATE SET starts = excluded.starts",
                 (key, json.dumps(kept)),
             )
-        return max(0.0, (at - now_us) / 1_000_000)
+        return at / 1_000_000
 
     # -- table gate ---------------------------------------------------------------------------
 

@@ -30,10 +30,19 @@ class RateSlots(Protocol):
     def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float: ...
 
 
+def _sleep_until(at: float, wall: Clock, sleep: Sleep) -> float:
+    wait = at - wall()
+    if wait > 0:
+        sleep(wait)
+    return max(0.0, wait)
+
+
 class SharedRateLimiter:
     """At most `limit` request starts in any window of `period + margin` seconds, across processes."""
 
-    def __init__(self, slots: RateSlots, key: str, rate: float, *, margin_seconds: float, sleep: Sleep) -> None:
+    def __init__(
+        self, slots: RateSlots, key: str, rate: float, *, margin_seconds: float, sleep: Sleep, wall: Clock = time.time
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.key = key
@@ -43,49 +52,50 @@ class SharedRateLimiter:
         self.margin_seconds = margin_seconds
         self._slots = slots
         self._sleep = sleep
+        self._wall = wall
 
     @property
     def window(self) -> float:
         return self.period + self.margin_seconds
 
     def acquire(self) -> float:
-        wait = self._slots.reserve_rate_slot(f"rps|{self.key}", limit=self.limit, window_seconds=self.window)
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        at = self._slots.reserve_rate_slot(f"rps|{self.key}", limit=self.limit, window_seconds=self.window)
+        return _sleep_until(at, self._wall, self._sleep)
 
 
 class SharedTableSpacer:
     """Calls on one upstream table at least `spacing` seconds apart, across processes."""
 
-    def __init__(self, slots: RateSlots, key: str, spacing: float, *, sleep: Sleep) -> None:
+    def __init__(self, slots: RateSlots, key: str, spacing: float, *, sleep: Sleep, wall: Clock = time.time) -> None:
         self.key = key
         self.spacing = spacing
         self._slots = slots
         self._sleep = sleep
+        self._wall = wall
 
     def wait(self, key: str) -> float:
         if self.spacing <= 0:
             return 0.0
-        wait = self._slots.reserve_rate_slot(f"table|{self.key}|{key}", limit=1, window_seconds=self.spacing)
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        at = self._slots.reserve_rate_slot(f"table|{self.key}|{key}", limit=1, window_seconds=self.spacing)
+        return _sleep_until(at, self._wall, self._sleep)
 
 
 class StorePacing:
     """A `LimiterRegistry` whose limiters and spacers book in the job store (module docstring)."""
 
-    def __init__(self, slots: RateSlots, *, margin_seconds: float = DEFAULT_PACING_MARGIN_SECONDS) -> None:
+    def __init__(
+        self, slots: RateSlots, *, margin_seconds: float = DEFAULT_PACING_MARGIN_SECONDS, wall: Clock = time.time
+    ) -> None:
         self.slots = slots
         self.margin_seconds = margin_seconds
+        self.wall = wall  # epoch seconds, the same clock as the store's
 
     def limiter(
         self, key: str, rate: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
     ) -> SharedRateLimiter:
-        return SharedRateLimiter(self.slots, key, rate, margin_seconds=self.margin_seconds, sleep=sleep)
+        return SharedRateLimiter(self.slots, key, rate, margin_seconds=self.margin_seconds, sleep=sleep, wall=self.wall)
 
     def spacer(
         self, key: str, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
     ) -> SharedTableSpacer:
-        return SharedTableSpacer(self.slots, key, spacing, sleep=sleep)
+        return SharedTableSpacer(self.slots, key, spacing, sleep=sleep, wall=self.wall)

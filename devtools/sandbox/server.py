@@ -9,7 +9,7 @@ Admin API (every emulator):
   429/500/timeouts/drops: `404` (not found), `html` (a 200 HTML page, as a proxy or login wall
   answers), `code_error` (HTTP 200 with `{"code": 999, ...}`), `403_address` (403 with
   `actionResult`, the IP allow-list refusal)
-- `GET  /_sandbox/requests` (the API requests seen: time, method, path, status, fault, the rate
+- `GET  /_sandbox/requests` (the API requests seen: time (of arrival), answered, method, path, status, fault, the rate
   key (`key`: a digest of the token, or the caller address) and, for uploads, the `table`), `DELETE` clears
 
 Variants (settings) where the facts give several shapes or none: `retry_after` (the header of a
@@ -136,6 +136,7 @@ class Request:
     body_too_large: bool = False
     keep_body: bool = False  # set by a handler that took the body file over
     note: dict[str, Any] = field(default_factory=dict)  # what the handler adds to the request log
+    received: float = field(default_factory=time.time)  # arrival (headers read): what vendors count
 
     def json(self) -> Any:
         if self.body_path is None:
@@ -393,7 +394,8 @@ class SandboxApp:
         with self.lock:
             self.log.append(
                 {
-                    "time": time.time(),
+                    "time": req.received,  # arrival, as a vendor's rate limit counts
+                    "answered": time.time(),
                     "method": req.method,
                     "path": req.path,
                     "status": response.status if response else None,
@@ -521,6 +523,7 @@ def _handler_for(app: SandboxApp) -> type[BaseHTTPRequestHandler]:
             return  # the request log is served at /_sandbox/requests
 
         def _serve(self) -> None:
+            received = time.time()
             url = urlsplit(self.path)
             limit = app.max_body_bytes(self.command, url.path)
             body_path, size, too_large = self._read_body(limit)
@@ -533,6 +536,7 @@ def _handler_for(app: SandboxApp) -> type[BaseHTTPRequestHandler]:
                 body_path=body_path,
                 body_size=size,
                 body_too_large=too_large,
+                received=received,
             )
             try:
                 response = app.handle(req)
