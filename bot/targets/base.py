@@ -23,20 +23,12 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from bot.config import TableConfig
+from bot.errors import TRANSIENT_UPSTREAM_KINDS, UpstreamError
 from bot.schema import TableSchema
 
 JobState = Literal["running", "done", "failed"]
-# Why a call failed, by cause (each has its own wording and exit code in the callers):
-# rejected: the vendor refused the request (400, 404, 409, code != 0); auth: the credentials (401);
-# address_not_allowed: 403 with `actionResult` (the caller's IP is not allow-listed, checked before
-# the credentials); rate_limited: 429 after honouring Retry-After / the vendor's rule;
-# status_unreadable: a job status read answered 404, 5xx, code != 0 or not JSON (tolerated by the
-# callers for `status_grace_seconds`); unreachable: no answer; server: 5xx elsewhere.
-ErrorKind = Literal[
-    "rejected", "auth", "address_not_allowed", "unreachable", "rate_limited", "server", "status_unreadable"
-]
-# Kinds worth another try later (nothing was applied, or the read may work next time).
-TRANSIENT_KINDS: frozenset[str] = frozenset({"unreachable", "rate_limited", "server", "status_unreadable"})
+# Kinds worth another try later (`bot.errors.ErrorKind` lists them all).
+TRANSIENT_KINDS = TRANSIENT_UPSTREAM_KINDS
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -69,31 +61,6 @@ class UpstreamStatus:
     raw_status: str
     known: bool = True
     error_count: int = 0
-
-
-class UpstreamError(Exception):
-    """The vendor refused, failed or could not be reached. `message` never holds a secret."""
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        status_code: int | None = None,
-        may_have_started: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.message = message
-        self.status_code = status_code
-        # True when the request may have been applied although no answer says so.
-        self.may_have_started = may_have_started
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in TRANSIENT_KINDS and not self.may_have_started
 
 
 class ByteSource(Protocol):

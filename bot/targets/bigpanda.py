@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot.config import TableConfig, TargetConfig
+from bot.errors import UpstreamError
 from bot.schema import Column, TableSchema
 from bot.targets.base import (
     ByteSource,
@@ -43,7 +44,6 @@ from bot.targets.base import (
     RetryPolicy,
     Sender,
     Sleep,
-    UpstreamError,
     UpstreamJob,
     UpstreamStatus,
     address_not_allowed,

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from bot.config import ConfigError, TableConfig
+from bot.config import TableConfig
+from bot.errors import ConfigError, UpstreamError
 from bot.schema import TableSchema
-from bot.targets.base import UpstreamError
 
 STEPS = ("credentials", "login", "table", "schema", "compare")
 

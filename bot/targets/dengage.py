@@ -67,6 +67,7 @@ from typing import Any
 import httpx
 
 from bot.config import TableConfig, TargetConfig
+from bot.errors import UpstreamError
 from bot.schema import Column, ColumnType, TableSchema
 from bot.targets.base import (
     ByteSource,
@@ -77,7 +78,6 @@ from bot.targets.base import (
     Sender,
     Sleep,
     Spacer,
-    UpstreamError,
     UpstreamJob,
     UpstreamStatus,
     address_not_allowed,

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 from bot.config import TableConfig
+from bot.errors import UpstreamError
 from bot.targets.base import (
     TRANSIENT_KINDS,
     Clock,
     Sleep,
     TargetClient,
-    UpstreamError,
     UpstreamJob,
     UpstreamStatus,
 )
