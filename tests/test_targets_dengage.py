@@ -172,7 +172,7 @@ def test_429_is_retried_and_applied_once(
     upstream_tables: TablesFile, dengage_upstream: Upstream, http: httpx.Client, pacing: LimiterRegistry
 ) -> None:
     client = client_for(upstream_tables, http, pacing)
-    dengage_upstream.admin.fault("429", count=3, path="/upsert")
+    dengage_upstream.admin.fault("429", count=3, path="/upsert", method="POST")
     job = client.start_upload(upstream_tables.table("events"), BytesSource(b"event,happened_at,amount\na,,\n"))
     assert wait_end(client, job)[0] == "done"
     assert [r["status"] for r in dengage_upstream.admin.requests("/upsert", method="POST")] == [429, 429, 429, 200]
@@ -184,7 +184,7 @@ def test_an_ambiguous_failure_is_never_resent(
     fault: str, upstream_tables: TablesFile, dengage_upstream: Upstream, pacing: LimiterRegistry
 ) -> None:
     dengage_upstream.admin.settings(slow_seconds=1.0)
-    dengage_upstream.admin.fault(fault, path="/upsert")
+    dengage_upstream.admin.fault(fault, path="/upsert", method="POST")
     with httpx.Client(timeout=httpx.Timeout(0.5)) as short:
         client = client_for(upstream_tables, short, pacing)
         with pytest.raises(UpstreamError) as caught:

@@ -73,6 +73,11 @@ def restore_previous(
         job = worker.store.transition(job, S.VALIDATING, actor=actor, reason=f"restore {version.job_id}")
     if job.state is S.VALIDATING:
         job = worker.store.transition(
-            job, S.QUEUED, actor=actor, reason=f"restore of job {version.job_id}: validated when first uploaded"
+            job,
+            S.QUEUED,
+            actor=actor,
+            reason=f"restore of job {version.job_id}: validated when first uploaded",
+            # Checked against what the first upload was: sent only if the table is still that.
+            changes={"target_identity": source.target_identity},
         )
     return job

@@ -120,7 +120,7 @@ _DUE_PARTITION = "DUE"
 _TIME_PARTITION = "JOBS"
 _CREATE_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
 _MAX_TRANSACTION_ITEMS = 100
-_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at"})
+_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"})
 
 Item = dict[str, Any]
 

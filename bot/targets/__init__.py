@@ -34,6 +34,7 @@ from bot.targets.base import (
 from bot.targets.bigpanda import DEFAULT_REQUESTS_PER_SECOND as BIGPANDA_RPS
 from bot.targets.bigpanda import BigPandaClient
 from bot.targets.dengage import DengageClient, DengageSettings, PartPlan, PartRange, plan_parts
+from bot.targets.identity import identity_changes, identity_json
 
 __all__ = [
     "BigPandaClient",
@@ -54,8 +55,31 @@ __all__ = [
     "UpstreamStatus",
     "build_client",
     "fetch_schema",
+    "identity_changes",
+    "identity_json",
+    "label_of",
     "plan_parts",
+    "replaces_table",
 ]
+
+# The one place a target kind meets its client class: what the use cases may ask without a client.
+_CLIENT_CLASSES: dict[str, type[BigPandaClient] | type[DengageClient]] = {
+    BigPandaClient.kind: BigPandaClient,
+    DengageClient.kind: DengageClient,
+}
+
+
+def label_of(kind: str) -> str:
+    """The vendor's name for people ("BigPanda", "D·engage"); the kind itself if unknown."""
+    found = _CLIENT_CLASSES.get(kind)
+    return found.label if found else kind
+
+
+def replaces_table(kind: str) -> bool:
+    """Does an upload replace the whole table (so a change preview against the last version means something)?"""
+    found = _CLIENT_CLASSES.get(kind)
+    return bool(found and found.replaces_table)
+
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 

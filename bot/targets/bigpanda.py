@@ -143,16 +143,6 @@ class BigPandaClient:
     def resend_is_safe(self, table: TableConfig) -> bool:
         return True
 
-    def identity(self, table: TableConfig) -> dict[str, str]:
-        schema = table.configured_schema()
-        columns = ",".join(f"{c.name}:{c.role or ''}" for c in schema.columns) if schema else "(read at upload)"
-        return {
-            "target": self.target.name,
-            "base_url": self.target.base_url,
-            "enrichment_id": table.enrichment_id or "",
-            "columns": columns,
-        }
-
     # -- the steps of `tablebot check` -------------------------------------------------------------
 
     def login(self) -> str:

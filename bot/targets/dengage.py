@@ -251,22 +251,6 @@ class DengageClient:
         schema = table.configured_schema()
         return schema is not None and bool(schema.primary_key)
 
-    def identity(self, table: TableConfig) -> dict[str, str]:
-        schema = table.configured_schema()
-        if schema is None:
-            columns, key = "(read at upload)", ""
-        else:
-            columns = ",".join(f"{c.name}:{c.type}" for c in schema.columns)
-            key = ",".join(schema.primary_key)
-        return {
-            "target": self.target.name,
-            "base_url": self.target.base_url,
-            "table": table.table_id or table.table_name or "",
-            "columns": columns,
-            "primary_key": key,
-            "column_mapping": ",".join(f"{k}={v}" for k, v in sorted(table.column_mapping.items())),
-        }
-
     # --- authentication -------------------------------------------------------------------------
 
     def _access_token(self, *, renew: bool = False) -> str:
