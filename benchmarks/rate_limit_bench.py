@@ -23,6 +23,7 @@ both figures come from the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -66,7 +67,11 @@ def worker(pacing: str, stop_file: Path) -> None:
     poller = build_poller(os.environ)
     if pacing == "process":  # the baseline: each process paces only its own requests
         http = httpx.Client(timeout=httpx.Timeout(60, connect=5))
-        poller.service.client_for = TargetClients(http, os.environ, LimiterRegistry())  # type: ignore[attr-defined]
+        service = poller.service
+        service.worker = dataclasses.replace(  # type: ignore[attr-defined]
+            service.worker,  # type: ignore[attr-defined]
+            client_for=TargetClients(http, os.environ, LimiterRegistry()),
+        )
     stop = threading.Event()
 
     def watch() -> None:
@@ -198,6 +203,9 @@ def run_round(pacing: str, args: argparse.Namespace, endpoint: str, work: Path) 
     ]
     open_ids = set(ids)
     while open_ids and time.time() - started < args.timeout:
+        if all(proc.poll() is not None for proc in procs):
+            print(f"every poller process exited; see {round_dir}/worker-*.log", file=sys.stderr)
+            break
         time.sleep(0.5)
         open_ids = {i for i in open_ids if (j := store.get_job(i)).notice_pending or not j.is_terminal}
     elapsed = time.time() - started
@@ -293,6 +301,7 @@ def main() -> None:
             rounds = ["process", "store"] if args.baseline else ["store"]
             for pacing in rounds:
                 report(run_round(pacing, args, server.endpoint, work), args)
+                sys.stdout.flush()
         finally:
             server.stop()
 
