@@ -91,3 +91,18 @@ def test_store_pacing_gives_limiters_and_spacers_that_sleep_what_the_store_says(
     spacer = pacing.spacer("dengage|host", 60.0, sleep=slept.append)
     assert spacer.wait("t1") == 0.0 and spacer.wait("t2") == 0.0
     assert spacer.wait("t1") == pytest.approx(60.0)
+
+
+def test_a_booked_start_already_past_is_booked_again_not_sent_late(backend: Backend) -> None:
+    store = backend.open()
+    late = [0.3]  # the first booking's write "took" 0.3 s: its start has passed when it returns
+
+    def wall() -> float:
+        lag, late[:] = (late[0], [0.0]) if late else (0.0, [])
+        return backend.clock().timestamp() + lag
+
+    slept: list[float] = []
+    limiter = StorePacing(store, margin_seconds=0.1, wall=wall).limiter("org", 1.0, sleep=slept.append)
+    limiter.acquire()
+    # The late slot stays spent; the second booking is one window (1.1 s) after it.
+    assert slept == [pytest.approx(1.1)]
