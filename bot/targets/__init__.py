@@ -1,8 +1,13 @@
 """Upstream clients, one module per API, behind one small interface (`TargetClient`).
 
 `build_client` is the one wiring place: it reads the target's credentials from the environment
-names in the tables file and shares pacing (rate limiters, per-table spacing) through a registry,
-so every client of one account in a process respects the vendor's limits together.
+names in the tables file and shares pacing (rate limiters, per-table spacing) through a `Pacing`:
+the process's `LimiterRegistry` by default, or `shared_pacing.StorePacing`, which books every
+request in the job store so all containers, pollers and Slack functions share the vendor's limits.
+
+Modules: `base` (the protocol, errors' kinds, bodies, pacing, retries), `bigpanda`, `dengage`,
+`statuses` (status words as families, a failed job's text), `identity` (what a job was checked
+against), `check` (`tablebot check`), `runner` (`tablebot upload`), `shared_pacing`.
 """
 
 from __future__ import annotations
