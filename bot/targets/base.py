@@ -314,7 +314,9 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
-    max_retry_after_seconds: float = 120.0
+    # Short: a poller must not hold a part `sending` through a long sleep (if its Lambda stopped,
+    # an appended D·engage table could not be resent); longer waits go back to the caller.
+    max_retry_after_seconds: float = 10.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RetryPolicy:
