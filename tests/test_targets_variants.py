@@ -243,6 +243,8 @@ def test_after_the_grace_period_the_job_fails_saying_what_was_seen(target: str, 
     assert result["state"] == "failed" and result["may_have_started"] is True
     assert "could not be read for" in result["message"] and "the grace period is 0.4 s" in result["message"]
     assert "404" in result["message"]
+    if target == "dengage":  # the undocumented status path is named, with where to change it
+        assert "`status_path` under [targets.dg] is /dataspace/async/upsert/{job_id}" in result["message"]
 
 
 # --- 4. errors by their cause -------------------------------------------------------------------

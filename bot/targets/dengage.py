@@ -534,9 +534,16 @@ class DengageClient:
             kind = response.headers.get("Content-Type", "").split(";")[0]
             if not isinstance(payload, dict | list | str) and kind:
                 seen = f"{kind}: {seen}"
+            hint = ""
+            if response.status_code == 404:
+                # The status endpoint is not documented: a wrong path looks like a job not found yet.
+                hint = (
+                    f" (if every status read answers 404, the status path may differ: `status_path` under "
+                    f"[targets.{self.target.name}] is {self.settings.status_path})"
+                )
             raise UpstreamError(
                 "status_unreadable",
-                f"D·engage answered {response.status_code} while {what}: {seen}",
+                f"D·engage answered {response.status_code} while {what}: {seen}{hint}",
                 status_code=response.status_code,
             )
         code = payload.get("code")
