@@ -223,7 +223,7 @@ def run_round(pacing: str, args: argparse.Namespace, endpoint: str, work: Path) 
         by_org[str(r["key"])].append(r["time"])
     dg_log = [r for r in admins["dengage"].requests() if not r["path"].startswith("/_sandbox")]
     by_table: dict[str, list[float]] = defaultdict(list)
-    for r in dg_log:
+    for r in dg_log:  # every call on a table, a refused (429) one too: the rule counts calls
         if r["method"] == "POST" and r.get("table"):
             by_table[r["table"]].append(r["time"])
     gaps = [b - a for times in by_table.values() for a, b in itertools.pairwise(sorted(times))]

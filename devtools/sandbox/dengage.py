@@ -258,7 +258,9 @@ class DengageSandbox(SandboxApp):
         try:
             with req.body_path.open("rb") as src, content.open("wb") as dst:
                 meta = split_file_content(src, dst)
-            job = self._accept(meta, content)
+            # Every call on a table is logged with it, refused ones (429) too: the rule counts calls.
+            req.note["table"] = str(meta.get("tableName") or meta.get("tableId") or "")
+            job = self._accept(meta, content, arrived=req.received)
         except BadRequest as exc:
             content.unlink(missing_ok=True)
             return exc.response
@@ -276,7 +278,7 @@ class DengageSandbox(SandboxApp):
             return Response.json(200, job.id)
         return _ok({"jobId": job.id})
 
-    def _accept(self, meta: dict[str, Any], content: Path) -> Job:
+    def _accept(self, meta: dict[str, Any], content: Path, *, arrived: float) -> Job:
         table = self._table_of(meta)
         name = table["tableName"]
         if name == "master_contact":
@@ -312,9 +314,10 @@ class DengageSandbox(SandboxApp):
             now = time.time()
             busy = any(j.table == name and j.status in ("pending", "running") for j in self.jobs.values())
             last = self.last_call.get(name)
-            if busy or (last is not None and now - last < self.settings.table_call_spacing_seconds):
+            # The spacing counts from arrival (a call is a call however long its body takes to read).
+            if busy or (last is not None and arrived - last < self.settings.table_call_spacing_seconds):
                 raise BadRequest(Response.json(429, {"code": 429, "message": "Too Many Requests"}))
-            self.last_call[name] = now
+            self.last_call[name] = arrived
             job = Job(
                 id=str(uuid.uuid4()),
                 table=name,
