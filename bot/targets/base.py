@@ -246,8 +246,12 @@ class RateLimiter:
 class TableSpacer:
     """Keeps calls on one upstream table at least `spacing` seconds apart (D·engage: one a minute)."""
 
-    def __init__(self, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+    def __init__(
+        self, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep, margin_seconds: float = 0.0
+    ) -> None:
         self.spacing = spacing
+        # The margin widens the spacing as it widens a rate window: arrivals jitter.
+        self._gap = spacing + margin_seconds if spacing > 0 else 0.0
         self._clock = clock
         self._sleep = sleep
         self._last: dict[str, float] = {}
@@ -258,7 +262,7 @@ class TableSpacer:
         with self._lock:
             now = self._clock()
             last = self._last.get(key)
-            ready = now if last is None else max(now, last + self.spacing)
+            ready = now if last is None else max(now, last + self._gap)
             self._last[key] = ready
         wait = ready - now
         if wait > 0:
@@ -269,7 +273,7 @@ class TableSpacer:
         with self._lock:
             last = self._last.get(key)
         now = self._clock()
-        return now if last is None else max(now, last + self.spacing)
+        return now if last is None else max(now, last + self._gap)
 
 
 class LimiterRegistry:
@@ -298,7 +302,9 @@ class LimiterRegistry:
         with self._lock:
             found = self._spacers.get(key)
             if found is None or found.spacing != spacing:
-                found = self._spacers[key] = TableSpacer(spacing, clock=clock, sleep=sleep)
+                found = self._spacers[key] = TableSpacer(
+                    spacing, clock=clock, sleep=sleep, margin_seconds=self.margin_seconds
+                )
             return found
 
 

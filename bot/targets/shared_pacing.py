@@ -88,9 +88,20 @@ class SharedRateLimiter:
 class SharedTableSpacer:
     """Calls on one upstream table at least `spacing` seconds apart, across processes."""
 
-    def __init__(self, slots: RateSlots, key: str, spacing: float, *, sleep: Sleep, wall: Clock = time.time) -> None:
+    def __init__(
+        self,
+        slots: RateSlots,
+        key: str,
+        spacing: float,
+        *,
+        sleep: Sleep,
+        wall: Clock = time.time,
+        margin_seconds: float = 0.0,
+    ) -> None:
         self.key = key
         self.spacing = spacing
+        # Added to the spacing, as to a rate window: two calls' arrivals jitter apart by up to it.
+        self.margin_seconds = margin_seconds
         self._slots = slots
         self._sleep = sleep
         self._wall = wall
@@ -100,7 +111,7 @@ class SharedTableSpacer:
             return 0.0
         slot = f"table|{self.key}|{key}"
         return _take(
-            lambda: self._slots.reserve_rate_slot(slot, limit=1, window_seconds=self.spacing),
+            lambda: self._slots.reserve_rate_slot(slot, limit=1, window_seconds=self.spacing + self.margin_seconds),
             self._wall,
             self._sleep,
             LATE_TOLERANCE_SECONDS,
@@ -125,4 +136,6 @@ class StorePacing:
     def spacer(
         self, key: str, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
     ) -> SharedTableSpacer:
-        return SharedTableSpacer(self.slots, key, spacing, sleep=sleep, wall=self.wall)
+        return SharedTableSpacer(
+            self.slots, key, spacing, sleep=sleep, wall=self.wall, margin_seconds=self.margin_seconds
+        )
