@@ -50,7 +50,7 @@ def test_a_good_configuration_passes_every_step(
 ) -> None:
     code, result = check(tables_path, alias, capsys)
     assert code == 0, result
-    assert [s["step"] for s in result["steps"]] == ["credentials", "login", "table", "schema", "compare"]
+    assert [s["step"] for s in result["steps"]] == ["config", "login", "table", "schema", "compare"]
     assert all(s["ok"] for s in result["steps"])
 
 
@@ -107,10 +107,10 @@ def test_a_missing_credential_exits_2(
     assert code == 2
     assert result["steps"] == [
         {
-            "step": "credentials",
+            "step": "config",
             "ok": False,
             "detail": "target 'dg': environment variable TEST_DENGAGE_PASSWORD is not set",
-            "fix": "set the variable (see README, Configuration)",
+            "fix": "fix [targets] in the tables file or set the variable it names",
         }
     ]
 
@@ -119,3 +119,16 @@ def test_unreachable_exits_4(tmp_path: Path, sandbox_env: dict[str, str], capsys
     code, result = check(write_tables_file(tmp_path / "t.toml"), "contacts", capsys)
     assert code == 4
     assert result["steps"][1]["step"] == "login" and "could not be reached" in result["steps"][1]["detail"]
+
+
+def test_a_misspelt_target_setting_is_named_not_ignored(
+    tmp_path: Path, dengage_upstream: Upstream, sandbox_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tables = write_tables_file(tmp_path / "t.toml", dengage_url=dengage_upstream.base_url)
+    tables.write_text(
+        tables.read_text().replace("part_spacing_seconds", "status_grace_second = 5\npart_spacing_seconds")
+    )
+    code, text = check(tables, "contacts", capsys, fmt="text")
+    assert code == 2
+    assert "FAIL config: [targets.dg] has unknown key 'status_grace_second' (a typo?)" in text
+    assert "status_grace_seconds" in text  # the keys it does take are listed

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import httpx
 
 from bot.config import TableConfig, TargetConfig
-from bot.errors import UpstreamError
+from bot.errors import ConfigError, UpstreamError
 from bot.schema import TableSchema
 from bot.targets.base import (
     DEFAULT_PACING,
@@ -59,6 +59,7 @@ __all__ = [
     "UpstreamJob",
     "UpstreamStatus",
     "build_client",
+    "check_target_options",
     "fetch_schema",
     "identity_changes",
     "identity_json",
@@ -89,6 +90,51 @@ def replaces_table(kind: str) -> bool:
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
+# The settings each kind of target reads from `[targets.X]` (each module's docstring lists their
+# defaults); anything else there is a typo that would silently keep a default.
+_COMMON_OPTIONS = frozenset(
+    {
+        "requests_per_second",
+        "max_attempts",
+        "backoff_seconds",
+        "max_backoff_seconds",
+        "max_retry_after_seconds",
+        "timeout_seconds",
+        "done_statuses",
+        "failed_statuses",
+        "running_statuses",
+        "status_grace_seconds",
+        "unknown_status_reads",
+    }
+)
+TARGET_OPTIONS: dict[str, frozenset[str]] = {
+    "bigpanda": _COMMON_OPTIONS | {"max_file_bytes", "error_text_limit"},
+    "dengage": _COMMON_OPTIONS
+    | {
+        "status_path",
+        "list_page_size",
+        "constant_field",
+        "overwrite_field",
+        "overwrite_with_empty",
+        "part_spacing_seconds",
+        "max_request_bytes",
+        "token_refresh_seconds",
+    },
+}
+
+
+def check_target_options(target: TargetConfig) -> None:
+    """ConfigError naming any key under `[targets.X]` the target does not read (a typo)."""
+    known = TARGET_OPTIONS.get(target.kind, frozenset())
+    unknown = sorted(set(target.options) - known)
+    if unknown:
+        raise ConfigError(
+            f"[targets.{target.name}] has unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)} (a typo?); a {target.kind} target also takes: "
+            f"{', '.join(sorted(known))}"
+        )
+
+
 def build_client(
     target: TargetConfig,
     http: httpx.Client,
@@ -98,7 +144,9 @@ def build_client(
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> BigPandaClient | DengageClient:
-    """The client for `target`. Raises ConfigError when a credential's variable is not set."""
+    """The client for `target`. Raises ConfigError when a credential's variable is not set, or a
+    key under `[targets.X]` is one the target does not read."""
+    check_target_options(target)
     pacing = pacing or DEFAULT_PACING
     if target.kind == "bigpanda":
         token = target.secret(target.token_env, environ)

@@ -2,7 +2,7 @@
 
 Steps, each reported with what was seen and, when it fails, what to fix:
 
-1. credentials: the environment variables the tables file names are set;
+1. config:      the target's settings are ones it knows, the credentials' variables are set;
 2. login:       the vendor accepts them (D·engage logs in; BigPanda has no login step);
 3. table:       the upstream table exists (D·engage by `table_name` through the table list, or
                 `table_id`; BigPanda the enrichment);
@@ -27,7 +27,7 @@ from bot.config import TableConfig
 from bot.errors import ConfigError, UpstreamError
 from bot.schema import TableSchema
 
-STEPS = ("credentials", "login", "table", "schema", "compare")
+STEPS = ("config", "login", "table", "schema", "compare")
 
 
 @dataclass
@@ -83,10 +83,12 @@ def check_table(table: TableConfig, http: httpx.Client, environ: dict[str, str] 
         client = build_client(table.target, http, environ)
     except ConfigError as exc:
         result.config_error = True
-        result.steps.append(CheckStep("credentials", False, str(exc), "set the variable (see README, Configuration)"))
+        result.steps.append(
+            CheckStep("config", False, str(exc), "fix [targets] in the tables file or set the variable it names")
+        )
         return result
     names = [n for n in (table.target.token_env, table.target.userkey_env, table.target.password_env) if n]
-    result.steps.append(CheckStep("credentials", True, f"{', '.join(names)} set"))
+    result.steps.append(CheckStep("config", True, f"{', '.join(names)} set"))
 
     def step(name: str, run: Callable[[], str]) -> bool:
         try:
