@@ -236,7 +236,15 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
     timeout = httpx.Timeout(float(table.target.options.get("timeout_seconds", 60)), connect=10.0)
     with httpx.Client(timeout=timeout) as http, tempfile.TemporaryDirectory(prefix="tablebot-upload-") as tmp:
-        client = build_client(table.target, http)  # fails fast (exit 2) when a credential is not set
+        # With the deployment's DynamoDB store named (TABLEBOT_JOBS_TABLE), a pipeline's upload books
+        # its requests there too, so it shares the vendors' limits with the bot; else this process only.
+        pacing = None
+        if settings.jobs_table:
+            from bot.targets.shared_pacing import StorePacing
+            from bot.wiring import store_from_settings
+
+            pacing = StorePacing(store_from_settings(settings))
+        client = build_client(table.target, http, pacing=pacing)  # exit 2 when a credential is not set
         base: dict[str, object] = {"file": str(args.file), "table": table.alias, "target": table.target.name}
         try:
             schema = table.configured_schema() or client.fetch_schema(table)
