@@ -7,12 +7,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from bot.store import JobStore
+from bot.config import TablesFile
+from bot.errors import UpstreamError
+from bot.store import DynamoJobStore, JobStore
 from bot.store.rules import book_rate_slot
+from bot.targets import BytesSource, build_client
 from bot.targets.shared_pacing import StorePacing
-from tests.store_support import Backend, dynamodb_backend, sqlite_backend
+from tests.fixtures_upstream import SANDBOX_ENV, Upstream
+from tests.store_support import Backend, dynamodb_backend, dynamodb_client, sqlite_backend
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -106,3 +111,16 @@ def test_a_booked_start_already_past_is_booked_again_not_sent_late(backend: Back
     limiter.acquire()
     # The late slot stays spent; the second booking is one window (1.1 s) after it.
     assert slept == [pytest.approx(1.1)]
+
+
+def test_when_the_store_cannot_book_nothing_is_sent_and_the_error_says_so(
+    dynamodb_endpoint: str, upstream_tables: TablesFile, bigpanda_upstream: Upstream
+) -> None:
+    store = DynamoJobStore(dynamodb_client(dynamodb_endpoint), "no-such-table")  # StoreUnavailable on use
+    with httpx.Client() as http:
+        client = build_client(upstream_tables.targets["bp"], http, SANDBOX_ENV, pacing=StorePacing(store))
+        with pytest.raises(UpstreamError) as caught:
+            client.start_upload(upstream_tables.table("hosts"), BytesSource(b"host,service,owner\na,b,c\n"))
+    assert caught.value.kind == "unreachable" and not caught.value.may_have_started
+    assert "the shared rate limit could not be booked" in caught.value.message
+    assert bigpanda_upstream.admin.requests("/map") == []

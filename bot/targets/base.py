@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from bot.config import TableConfig
-from bot.errors import TRANSIENT_UPSTREAM_KINDS, UpstreamError
+from bot.errors import TRANSIENT_UPSTREAM_KINDS, StoreError, UpstreamError
 from bot.schema import TableSchema
 
 JobState = Literal["running", "done", "failed"]
@@ -428,9 +428,17 @@ class Sender:
         for attempt in range(1, self.retry.max_attempts + 1):
             if attempt > 1 and delay > 0:
                 self.sleep(delay)
-            if before_attempt is not None:
-                before_attempt()
-            self.limiter.acquire()
+            try:
+                if before_attempt is not None:
+                    before_attempt()
+                self.limiter.acquire()
+            except StoreError as exc:
+                # The shared rate limit lives in the job store: if it cannot be booked, nothing is
+                # sent (never past the vendor's limit), and the caller may try again later.
+                raise UpstreamError(
+                    "unreachable",
+                    f"{self.vendor} was not called while {what}: the shared rate limit could not be booked ({exc.message})",
+                ) from None
             try:
                 response = self.http.request(
                     method, url, headers=headers, content=body() if body else None, json=json, params=params
