@@ -22,6 +22,7 @@ from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
 from bot.staging import Staging, staging_from_settings
 from bot.store import JobStore
+from bot.targets.check import check_table
 from bot.targets.shared_pacing import StorePacing
 from bot.wiring import UPSTREAM_TIMEOUT, TargetClients, build_service, store_from_settings
 
@@ -101,4 +102,5 @@ def build_slack_deps(
         source_settings=sources,
         signing_secret=settings.slack_signing_secret,
         command=settings.slash_command,
+        check_table=lambda table: check_table(table, http, environ),
     )

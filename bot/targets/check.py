@@ -17,7 +17,7 @@ The job status path and words cannot be proved without an upload: the last line 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,7 @@ _FIX_BY_KIND = {
 }
 
 
-def check_table(table: TableConfig, http: httpx.Client, environ: dict[str, str] | None = None) -> CheckResult:
+def check_table(table: TableConfig, http: httpx.Client, environ: Mapping[str, str] | None = None) -> CheckResult:
     """Run the steps against the table's target; never raises for the upstream's answers."""
     from bot.targets import build_client
 
