@@ -19,14 +19,13 @@ from bot.limits import NO_CAPS, InFlightCaps
 from bot.staging import Staging
 from bot.store import Job, JobStore
 from bot.store.model import as_utc
-from bot.targets import BigPandaClient, DengageClient
+from bot.targets.base import TargetClient
 
 if TYPE_CHECKING:
     from bot.service.notices import Notifier
 
 log = logging.getLogger(__name__)
 
-TargetClient = BigPandaClient | DengageClient
 TargetClientFor = Callable[[TableConfig], TargetClient]
 
 Step = Literal[
