@@ -283,9 +283,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
+    """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread (`bot.serve`).
+    SIGTERM or Ctrl-C: stop after the work in flight (exit 0); a second one: stop at once."""
     import logging
     import os
+    import signal
     import threading
 
     env = os.environ
@@ -297,31 +299,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"set {name} (see README, Configuration)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from bot.serve import serve
 
-    from bot.poller import Poller
-    from bot.slack.app import build_app
-    from bot.slack.wiring import build_slack_deps
-    from bot.wiring import poller_settings_from_env
-
-    deps = build_slack_deps(env)
-    app = build_app(deps, socket_mode=True)
-    poller = Poller(deps.service.store, deps.service, poller_settings_from_env(env))
     stop = threading.Event()
 
-    def poll_until_stopped() -> None:
-        while not stop.is_set():
-            poller.run(stop=stop)
-
-    thread = threading.Thread(target=poll_until_stopped, name="poller", daemon=True)
-    thread.start()
-    try:
-        SocketModeHandler(app, app_token).start()  # type: ignore[no-untyped-call]
-    except KeyboardInterrupt:
-        pass
-    finally:
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            print(
+                "tablebot serve: stopping now; a step cut short is taken over when its lease expires", file=sys.stderr
+            )
+            sys.stderr.flush()
+            os._exit(130)
+        print("tablebot serve: stopping after the work in flight (signal again to stop at once)", file=sys.stderr)
         stop.set()
-        thread.join(timeout=poller.settings.run_seconds + 10)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    serve(env, app_token, stop)
     return EXIT_OK
 
 

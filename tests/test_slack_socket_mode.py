@@ -89,7 +89,10 @@ def test_hello_then_each_envelope_kind_is_delivered_and_its_ack_recorded(slack: 
     signer = slack.signer()
     command = signer.slash_command("/table", "help", user_id=ALICE, channel_id=OPS)
     event = signer.file_share_event(OPS, slack.post_user_message(OPS, ALICE, "hello"))
-    message = {"ts": "1.000001", "blocks": [{"type": "actions", "elements": [{"type": "button", "action_id": "retry"}]}]}
+    message = {
+        "ts": "1.000001",
+        "blocks": [{"type": "actions", "elements": [{"type": "button", "action_id": "retry"}]}],
+    }
     click = signer.click_button(message, "retry", user_id=ALICE, channel_id=OPS)
 
     ids = [slack.deliver(command), slack.deliver(event), slack.deliver(click)]
