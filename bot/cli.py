@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     p.add_argument("--settings", type=Path, help="sandbox settings (TOML): latency, faults, credentials")
 
-    sub.add_parser("demo", help="run the bot end to end on embedded defaults (no accounts needed)")
+    p = sub.add_parser("demo", help="run the bot end to end on embedded defaults (no accounts needed)")
+    p.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="send the conversation through `tablebot serve` over Socket Mode instead of the Lambda HTTP handler",
+    )
 
     sub.add_parser(
         "serve",
@@ -277,9 +282,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The real bot in a local Slack, against the sandboxes: 0 when every ending is as expected, else 1."""
+    import importlib.util
+
+    if args.socket_mode and importlib.util.find_spec("websockets") is None:
+        raise UsageError(
+            "--socket-mode needs the websockets package (a development dependency): pip install -e '.[dev]'"
+        )
     from devtools.demo import run_demo
 
-    return run_demo()
+    return run_demo(socket_mode=args.socket_mode)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -375,6 +375,8 @@ class SocketModeServer:
                     continue
             for delivery in ready:
                 assert link is not None
+                if self._acked_meanwhile(delivery):
+                    continue  # a retry whose event was acknowledged while it waited: Slack sends nothing
                 if self._send(link, json.dumps(delivery.envelope())):
                     with self._cond:
                         delivery.sent_at, delivery.connection = time.monotonic(), link.number
@@ -384,6 +386,16 @@ class SocketModeServer:
                 else:
                     with self._cond:  # the connection went away: wait for the next one
                         self._outbox.append((0.0, delivery))
+
+    def _acked_meanwhile(self, delivery: Delivery) -> bool:
+        with self._cond:
+            event = self._events.get(delivery.event_key)
+            if event is None or not event.acked or delivery.retry_attempt == 0:
+                return False
+            event.deliveries.remove(delivery)
+            self._deliveries.remove(delivery)
+            del self._by_envelope[delivery.envelope_id]
+            return True
 
     def _retry_if_unacked(self, delivery: Delivery, now: float) -> None:
         """Caller holds the lock."""

@@ -174,7 +174,7 @@ def test_serve_answers_commands_uploads_files_handles_buttons_survives_refresh_a
         assert world.ended(contacts_ts, process=serve).state is S.DONE, world.transcript(contacts_ts)
 
         # SIGTERM while an upload is in flight: the step finishes and is recorded, then exit 0.
-        world.bigpanda.admin.settings(latency_seconds=1.5)
+        world.bigpanda.admin.settings(latency_seconds=2.5)
         last_ts, _ = world.share("hosts.csv", HOSTS_MORE, "hosts: web-4")
         world.job_in_state(last_ts, S.UPLOADING)
         assert serve.stop(timeout=WAIT) == 0, serve.log()[-3000:]
