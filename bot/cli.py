@@ -310,7 +310,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(f"set {name} (see README, Configuration)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from bot.serve import serve
+    from bot.serve import SlackUnreachable, serve
 
     stop = threading.Event()
 
@@ -326,7 +326,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    serve(env, app_token, stop)
+    try:
+        serve(env, app_token, stop)
+    except SlackUnreachable as exc:
+        print(f"tablebot serve: {exc}", file=sys.stderr)
+        return EXIT_UPSTREAM_UNREACHABLE
     return EXIT_OK
 
 

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 _POLLER_RESTART_SECONDS = 1.0  # after a poller run that raised
 
 
+class SlackUnreachable(Exception):
+    """Slack's Web API could not be reached to open the first Socket Mode connection."""
+
+
 def _poll_until_stopped(poller: Poller, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
@@ -40,7 +44,7 @@ def _poll_until_stopped(poller: Poller, stop: threading.Event) -> None:
 def serve(env: Mapping[str, str], app_token: str, stop: threading.Event) -> None:
     """Run until `stop` is set, then finish the work in flight and return."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
-    from slack_sdk.errors import SlackApiError
+    from slack_sdk.errors import SlackApiError, SlackClientError
 
     from bot.slack.app import build_app
     from bot.slack.wiring import build_slack_deps
@@ -58,6 +62,12 @@ def serve(env: Mapping[str, str], app_token: str, stop: threading.Event) -> None
         raise ConfigError(
             f"Slack refused to open a Socket Mode connection ({error}): check SLACK_APP_TOKEN "
             "(an app-level token, xapp-..., with connections:write) and that Socket Mode is on for the app"
+        ) from None
+    except (SlackClientError, OSError) as exc:
+        handler.close()  # type: ignore[no-untyped-call]
+        raise SlackUnreachable(
+            f"cannot reach Slack at {app.client.base_url} to open a Socket Mode connection "
+            f"({type(exc).__name__}); check the network (or SLACK_API_BASE_URL) and start again"
         ) from None
     poller_thread = threading.Thread(target=_poll_until_stopped, args=(poller, stop), name="poller", daemon=True)
     poller_thread.start()

@@ -170,7 +170,7 @@ def test_serve_answers_commands_uploads_files_handles_buttons_survives_refresh_a
         assert socket.disconnect("refresh_requested") == 1
         socket.wait_connected(hellos=2, timeout=WAIT)
         contacts_ts, envelope = world.share("contacts.csv", CONTACTS, "contacts")
-        assert socket.wait_ack(envelope, timeout=WAIT).connection == 2
+        assert socket.wait_ack(envelope, timeout=WAIT).connection >= 2  # on a new connection
         assert world.ended(contacts_ts, process=serve).state is S.DONE, world.transcript(contacts_ts)
 
         # SIGTERM while an upload is in flight: the step finishes and is recorded, then exit 0.
