@@ -53,9 +53,10 @@ class World:
         message = self.slack.share_file(OPS, ALICE, hosted["id"], text=text)
         return str(message["ts"]), self.slack.deliver(self.signer.file_share_event(OPS, message))
 
-    def command(self, text: str) -> str:
-        """alice types `/table TEXT`; the envelope id."""
-        return self.slack.deliver(self.signer.slash_command("/table", text, user_id=ALICE, channel_id=OPS))
+    def command(self, text: str) -> tuple[str, str]:
+        """alice types `/table TEXT`: (envelope id, the command's response_url)."""
+        request = self.signer.slash_command("/table", text, user_id=ALICE, channel_id=OPS)
+        return self.slack.deliver(request), str(request.payload["response_url"])
 
     def jobs_in(self, thread_ts: str) -> list[Job]:
         return [job for job in self.store.recent_jobs(limit=100) if job.thread_ts == thread_ts]
@@ -143,9 +144,14 @@ def test_serve_answers_commands_uploads_files_handles_buttons_survives_refresh_a
         socket.wait_connected(timeout=WAIT)
 
         # A slash command answers (in its ack, shown to alice).
-        ack = socket.wait_ack(world.command("help"))
+        ack = socket.wait_ack(world.command("help")[0])
         assert ack.payload and "/table upload" in str(ack.payload)
         assert any("/table upload" in str(m) for m in slack.ephemeral_messages(user=ALICE))
+        # ... or later, through its response_url (the listener's work after the ack).
+        envelope, response_url = world.command("tables")
+        assert socket.wait_ack(envelope).payload is None
+        (answer,) = slack.wait_for(lambda: slack.response_url_posts(response_url), WAIT)
+        assert answer.payload["text"] == "Tables this channel may upload to" and "hosts" in str(answer.payload)
 
         # A shared CSV is checked and reaches done in its thread: the poller thread at work.
         hosts_ts, _ = world.share("hosts.csv", HOSTS, "hosts")
