@@ -315,13 +315,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
+        # os.write, not print: the main thread may be inside a write to stderr when the signal lands.
         if stop.is_set():
-            print(
-                "tablebot serve: stopping now; a step cut short is taken over when its lease expires", file=sys.stderr
-            )
-            sys.stderr.flush()
+            os.write(2, b"tablebot serve: stopping now; a step cut short is taken over when its lease expires\n")
             os._exit(130)
-        print("tablebot serve: stopping after the work in flight (signal again to stop at once)", file=sys.stderr)
+        os.write(2, b"tablebot serve: stopping after the work in flight (signal again to stop at once)\n")
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

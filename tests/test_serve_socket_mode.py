@@ -226,7 +226,24 @@ def test_an_event_not_acknowledged_in_time_is_redelivered_and_makes_no_second_jo
     assert [d.retry_attempt for d in deliveries][:2] == [0, 1]
     assert len([d for d in deliveries if d.ack]) >= 2  # both copies reached the bot and were acked
     assert job.state is S.DONE
-    assert len(world.jobs_in(thread_ts)) == 1  # one job for the one file
+    assert len(world.store.recent_jobs(limit=10)) == 1  # one job for the one file
     assert _uploads(world.bigpanda) == 1  # sent once
     assert _posts(world, thread_ts, "Received") == 1  # one status message
     assert _posts(world, thread_ts, "Done:") == 1  # one ending
+
+
+def test_a_second_sigterm_stops_at_once_and_leaves_the_step_to_its_lease(world: World) -> None:
+    world.bigpanda.admin.settings(latency_seconds=10.0)  # the upload stays in flight
+    serve = world.serve()
+    try:
+        world.slack.socket_mode.wait_connected(timeout=WAIT)
+        thread_ts, _ = world.share("hosts.csv", HOSTS, "hosts")
+        world.job_in_state(thread_ts, S.UPLOADING)
+        serve.signal(signal.SIGTERM)
+        world.slack.wait_for(lambda: "stopping: no new deliveries" in serve.log(), WAIT)
+        assert serve.stop(timeout=WAIT) == 130  # the second SIGTERM
+    finally:
+        serve.kill()
+    assert "stopping now; a step cut short is taken over when its lease expires" in serve.log()
+    (job,) = world.jobs_in(thread_ts)
+    assert job.state is S.UPLOADING and job.lease_owner is not None  # the next run takes it over
