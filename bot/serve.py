@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 
-from bot.config import ConfigError
+from bot.errors import ConfigError, TablebotError
 from bot.poller import Poller
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _POLLER_RESTART_SECONDS = 1.0  # after a poller run that raised
 
 
-class SlackUnreachable(Exception):
-    """Slack's Web API could not be reached to open the first Socket Mode connection."""
+class SlackUnreachable(TablebotError):
+    """Slack's Web API could not be reached to open the first Socket Mode connection
+    (`tablebot serve` exits 4, as the CLI does when an upstream cannot be reached)."""
+
+    code = "slack_unreachable"
 
 
 def _poll_until_stopped(poller: Poller, stop: threading.Event) -> None:
@@ -41,19 +44,21 @@ def _poll_until_stopped(poller: Poller, stop: threading.Event) -> None:
             stop.wait(_POLLER_RESTART_SECONDS)
 
 
-def serve(env: Mapping[str, str], app_token: str, stop: threading.Event) -> None:
+def serve(settings: Settings, stop: threading.Event) -> None:
     """Run until `stop` is set, then finish the work in flight and return."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
     from slack_sdk.errors import SlackApiError, SlackClientError
 
     from bot.slack.app import build_app
     from bot.slack.wiring import build_slack_deps
-    from bot.wiring import poller_settings_from_env
+    from bot.wiring import poller_settings
 
-    deps = build_slack_deps(env)
+    if not settings.slack_app_token:
+        raise ConfigError("set SLACK_APP_TOKEN to the app-level token (xapp-..., scope connections:write)")
+    deps = build_slack_deps(settings=settings)
     app = build_app(deps, socket_mode=True)
-    poller = Poller(deps.service.store, deps.service, poller_settings_from_env(env))
-    handler = SocketModeHandler(app, app_token)
+    poller = Poller(deps.service.store, deps.service, poller_settings(settings))
+    handler = SocketModeHandler(app, settings.slack_app_token)
     try:
         handler.connect()  # type: ignore[no-untyped-call]
     except SlackApiError as exc:
