@@ -169,3 +169,10 @@ def test_an_envelope_sent_while_no_connection_is_open_waits_for_the_next_one(sla
         assert slack.socket_mode.wait_ack(envelope_id).connection == 1
     finally:
         app.client.close()
+
+
+def test_a_socket_dropped_without_a_word_is_reopened_by_the_client(slack: LocalSlackApi, app: App) -> None:
+    assert slack.socket_mode.drop() == 1
+    slack.socket_mode.wait_connected(hellos=2)
+    envelope_id = slack.deliver(slack.signer().event_callback({"type": "message", "channel": OPS, "text": "after"}))
+    assert slack.socket_mode.wait_ack(envelope_id).connection >= 2
