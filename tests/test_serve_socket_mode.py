@@ -5,6 +5,7 @@ bot exactly as an operator starts it, and is stopped with SIGTERM as an operator
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from tests.slack_support import ALICE, OPS, write_slack_tables
 
 S = JobState
 WAIT = 20.0  # for one ending; each takes about a second
+LATENCY = 6.0  # of BigPanda's answers, to keep an upload in flight while the test signals
 HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
 HOSTS_UPDATE = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\nweb-3,search,carol\n"
 HOSTS_MORE = HOSTS_UPDATE + b"web-4,search,carol\n"  # adds a row: no confirmation needed
@@ -233,7 +235,7 @@ def test_an_event_not_acknowledged_in_time_is_redelivered_and_makes_no_second_jo
 
 
 def test_a_second_sigterm_stops_at_once_and_leaves_the_step_to_its_lease(world: World) -> None:
-    world.bigpanda.admin.settings(latency_seconds=10.0)  # the upload stays in flight
+    world.bigpanda.admin.settings(latency_seconds=LATENCY)  # the upload stays in flight
     serve = world.serve()
     try:
         world.slack.socket_mode.wait_connected(timeout=WAIT)
@@ -247,3 +249,7 @@ def test_a_second_sigterm_stops_at_once_and_leaves_the_step_to_its_lease(world: 
     assert "stopping now; a step cut short is taken over when its lease expires" in serve.log()
     (job,) = world.jobs_in(thread_ts)
     assert job.state is S.UPLOADING and job.lease_owner is not None  # the next run takes it over
+    # If the upload's body reached the sandbox before the process died, the sandbox is still
+    # answering it: let that finish (it is recorded then) before the sandbox is stopped.
+    with contextlib.suppress(TimeoutError):
+        world.slack.wait_for(lambda: _uploads(world.bigpanda) == 1, LATENCY + 1.0)
