@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Slack app in Socket Mode with the poller in a background thread (one machine)",
         description="Needs SLACK_APP_TOKEN (xapp-, connections:write), SLACK_BOT_TOKEN, TABLEBOT_CONFIG. "
         "State goes to the embedded SQLite store and a local staging folder unless the environment "
-        "names DynamoDB / S3 (see README, Configuration).",
+        "names DynamoDB / S3 (see README, Configuration). SIGTERM or Ctrl-C stops it after the work in "
+        "flight (exit 0); a second signal stops it at once (130).",
     )
     return parser
 
