@@ -16,17 +16,18 @@ import pytest
 from bot.slack.messages import RETRY_ACTION_ID
 from bot.store import Job, JobState, SqliteJobStore
 from devtools.serve_process import ServeProcess
-from devtools.slack_api import LocalSlackApi, SlackRequestSigner
+from devtools.slack_api import FILE_DOWNLOAD, LocalSlackApi, SlackRequestSigner
 from tests.fixtures_upstream import SANDBOX_ENV, Upstream
 from tests.slack_support import ALICE, OPS, write_slack_tables
 
 S = JobState
 WAIT = 20.0  # for one ending; each takes about a second
-LATENCY = 6.0  # of BigPanda's answers, to keep an upload in flight while the test signals
+LATENCY = 4.0  # of BigPanda's answers, to keep an upload in flight while the test signals
 HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
 HOSTS_UPDATE = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\nweb-3,search,carol\n"
 HOSTS_MORE = HOSTS_UPDATE + b"web-4,search,carol\n"  # adds a row: no confirmation needed
 CONTACTS = b"contact_key,email,city\nc1,a@example.com,Izmir\nc2,b@example.com,Ankara\n"
+CONTACTS_MORE = CONTACTS + b"c3,c@example.com,Bursa\n"
 
 
 @dataclass
@@ -181,10 +182,16 @@ def test_serve_answers_commands_uploads_files_handles_buttons_survives_refresh_a
         assert socket.wait_ack(envelope, timeout=WAIT).connection >= 2  # on a new connection
         assert world.ended(contacts_ts, process=serve).state is S.DONE, world.transcript(contacts_ts)
 
-        # SIGTERM while an upload is in flight: the step finishes and is recorded, then exit 0.
+        # SIGTERM while an upload (the poller's step) and a file's check (a listener's work) are
+        # in flight: both finish and are recorded, then exit 0.
         world.bigpanda.admin.settings(latency_seconds=2.5)
         last_ts, _ = world.share("hosts.csv", HOSTS_MORE, "hosts: web-4")
         world.job_in_state(last_ts, S.UPLOADING)
+        slack.delay(FILE_DOWNLOAD, 2.0, times=1)
+        checked_ts, _ = world.share("contacts.csv", CONTACTS_MORE, "contacts")
+        file_id = slack.message(OPS, checked_ts)["files"][0]["id"]
+        slack.wait_for(lambda: any(c.params["file_id"] == file_id for c in slack.calls_to(FILE_DOWNLOAD)), WAIT)
+        assert world.jobs_in(checked_ts) and world.jobs_in(last_ts)[0].state is S.UPLOADING
         assert serve.stop(timeout=WAIT) == 0, serve.log()[-3000:]
     finally:
         serve.kill()
@@ -194,18 +201,22 @@ def test_serve_answers_commands_uploads_files_handles_buttons_survives_refresh_a
     (job,) = world.jobs_in(last_ts)
     assert job.state is S.SUBMITTED and job.upstream_parts, job  # the upload went out and is recorded
     assert job.lease_owner is None  # released: the next process takes it at once
+    (checked,) = world.jobs_in(checked_ts)
+    assert checked.state is S.QUEUED, checked  # checked, valid, waiting for the poller
+    assert "valid: 3 rows" in world.transcript(checked_ts)
     assert _uploads(world.bigpanda) == 4  # hosts, update, its retry, the last one: nothing sent twice
     assert socket.stray_messages == []
 
-    # The next `serve` follows the job to its ending; one notice.
+    # The next `serve` takes both to their endings; one notice each.
     world.bigpanda.admin.settings(latency_seconds=0.0)
     again = world.serve("serve-again")
     try:
         assert world.ended(last_ts, process=again).state is S.DONE
+        assert world.ended(checked_ts, process=again).state is S.DONE
         assert again.stop(timeout=WAIT) == 0
     finally:
         again.kill()
-    assert _posts(world, last_ts, "Done:") == 1
+    assert _posts(world, last_ts, "Done:") == 1 and _posts(world, checked_ts, "Done:") == 1
 
 
 def test_an_event_not_acknowledged_in_time_is_redelivered_and_makes_no_second_job(world: World) -> None:
