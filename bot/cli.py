@@ -1,6 +1,6 @@
 """`tablebot validate | upload | check | serve | demo | sandbox | jobs | status | quarantine | replay`.
 
-Exit codes (DESIGN.md): 0 ok/valid/done, 1 invalid, 2 usage or config error,
+Exit codes (README): 0 ok/valid/done, 1 invalid, 2 usage or config error,
 3 upstream refused or failed (also: rate limited, not ended in time), 4 upstream unreachable.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from bot.config import load_tables
-from bot.errors import InputError, TablebotError, UpstreamError, UsageError
+from bot.errors import InputError, SlackUnreachable, TablebotError, UpstreamError, UsageError
 from bot.ops_cli import OPS_COMMANDS, add_ops_commands
 from bot.schema import TARGET_KINDS, Column, TableSchema
 from bot.settings import Settings, load_settings
@@ -31,9 +31,11 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cmd | head` reports a closed pipe
 
 
 def exit_code(exc: TablebotError) -> int:
-    """The one mapping from a branch of the error tree to the CLI's exit code (DESIGN.md)."""
+    """The one mapping from a branch of the error tree to the CLI's exit code (README, "Exit codes")."""
     if isinstance(exc, UpstreamError):
         return upstream_exit_code(exc.kind)
+    if isinstance(exc, SlackUnreachable):
+        return EXIT_UPSTREAM_UNREACHABLE
     if isinstance(exc, InputError):
         return EXIT_INVALID
     return EXIT_USAGE  # the tables file, the environment, the command line, a file that cannot be read
@@ -90,14 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     p.add_argument("--settings", type=Path, help="sandbox settings (TOML): latency, faults, credentials")
 
-    sub.add_parser("demo", help="run the bot end to end on embedded defaults (no accounts needed)")
+    p = sub.add_parser("demo", help="run the bot end to end on embedded defaults (no accounts needed)")
+    p.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="send the conversation through `tablebot serve` over Socket Mode instead of the Lambda HTTP handler",
+    )
 
     sub.add_parser(
         "serve",
         help="run the Slack app in Socket Mode with the poller in a background thread (one machine)",
         description="Needs SLACK_APP_TOKEN (xapp-, connections:write), SLACK_BOT_TOKEN, TABLEBOT_CONFIG. "
         "State goes to the embedded SQLite store and a local staging folder unless the environment "
-        "names DynamoDB / S3 (see README, Configuration).",
+        "names DynamoDB / S3 (see README, Configuration). SIGTERM or Ctrl-C stops it after the work in "
+        "flight (exit 0); a second signal stops it at once (130).",
     )
     add_ops_commands(sub)  # jobs, status, quarantine, replay (bot.ops_cli)
     return parser
@@ -370,13 +378,21 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The real bot in a local Slack, against the sandboxes: 0 when every ending is as expected, else 1."""
+    import importlib.util
+
+    if args.socket_mode and importlib.util.find_spec("websockets") is None:
+        raise UsageError(
+            "--socket-mode needs the websockets package (a development dependency): pip install -e '.[dev]'"
+        )
     from devtools.demo import run_demo
 
-    return run_demo()
+    return run_demo(socket_mode=args.socket_mode)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
+    """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread (`bot.serve`).
+    SIGTERM or Ctrl-C: stop after the work in flight (exit 0); a second one: stop at once."""
+    import signal
     import threading
 
     if not settings.slack_app_token:
@@ -388,31 +404,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     setup_logging(settings)  # text lines on stderr, the job named on each; TABLEBOT_LOG_LEVEL
 
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from bot.serve import serve
 
-    from bot.poller import Poller
-    from bot.slack.app import build_app
-    from bot.slack.wiring import build_slack_deps
-    from bot.wiring import poller_settings
-
-    deps = build_slack_deps(settings=settings)
-    app = build_app(deps, socket_mode=True)
-    poller = Poller(deps.service.store, deps.service, poller_settings(settings))
     stop = threading.Event()
 
-    def poll_until_stopped() -> None:
-        while not stop.is_set():
-            poller.run(stop=stop)
-
-    thread = threading.Thread(target=poll_until_stopped, name="poller", daemon=True)
-    thread.start()
-    try:
-        SocketModeHandler(app, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
-    except KeyboardInterrupt:
-        pass
-    finally:
+    def on_signal(signum: int, frame: object) -> None:
+        # os.write, not print: the main thread may be inside a write to stderr when the signal lands.
+        if stop.is_set():
+            os.write(2, b"tablebot serve: stopping now; a step cut short is taken over when its lease expires\n")
+            os._exit(EXIT_INTERRUPTED)
+        os.write(2, b"tablebot serve: stopping after the work in flight (signal again to stop at once)\n")
         stop.set()
-        thread.join(timeout=poller.settings.run_seconds + 10)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    serve(settings, stop)  # SlackUnreachable: exit 4, from exit_code
     return EXIT_OK
 
 

@@ -26,7 +26,8 @@ or a file's contents. Values that came from a user or a file stay plain text her
     ├── Refused                a command or button that cannot be done now (a Retry of a job that
     │   │                      did not fail, a Cancel after sending, ...)
     │   └── TooManyInFlight        a person's or a table's cap on uploads in flight is reached
-    └── NoticeFailed           Slack did not take a notice; nothing was posted, try later
+    ├── NoticeFailed           Slack did not take a notice; nothing was posted, try later
+    └── SlackUnreachable       `tablebot serve` cannot reach Slack to open its socket
 
 Where each branch meets a person is decided once: the CLI's exit codes in `bot.cli.exit_code`,
 the Slack replies in `bot.slack.errors.reply_for`.
@@ -260,3 +261,10 @@ class NoticeFailed(TablebotError):
     """The notifier could not post (Slack down, rate limited): nothing was posted; try later."""
 
     code = "notice_failed"
+
+
+class SlackUnreachable(TablebotError):
+    """Slack's Web API could not be reached to open the first Socket Mode connection
+    (`tablebot serve` exits 4, as the CLI does when an upstream cannot be reached)."""
+
+    code = "slack_unreachable"

@@ -16,6 +16,12 @@ A scripted conversation in #ops-tables, one thread per upload:
    is accepted, the CSV is upserted in spaced parts, done;
 4. alice shares an update whose upstream job fails: failed, with a Retry button; she clicks it: done.
 
+With `--socket-mode` (`run_demo(socket_mode=True)`) the same conversation goes through the other
+front door: `tablebot serve` runs as a child process (`devtools.serve_process`) with the demo's
+settings, connects to the local Slack over Socket Mode (`devtools.socket_mode`), and runs its own
+poller thread; the demo sends each event, command and click as a Socket Mode envelope and waits
+for its acknowledgement. At the end it stops `serve` with SIGTERM and expects a clean exit (0).
+
 Each ending is checked three ways: the job in the store, the words in the thread, and what the
 sandbox holds (the upstream table equals the file after a done upload, and nothing reached it
 for the broken one). The threads are printed as a person reads them; any unexpected ending makes
@@ -52,7 +58,8 @@ from bot.store import Job, JobState, JobStore, SqliteJobStore
 from bot.wiring import build_poller
 from devtools.sandbox import SandboxServer, start_sandbox
 from devtools.sandbox.admin import SandboxAdmin
-from devtools.slack_api import LocalSlackApi, SlackRequestSigner
+from devtools.serve_process import ServeProcess
+from devtools.slack_api import LocalSlackApi, SignedRequest, SlackRequestSigner
 from handlers.slack_events import Handle, make_handler
 
 S = JobState
@@ -223,18 +230,83 @@ users = ["{ALICE}"]
     return load_tables_file(path)
 
 
+class _LambdaDoor:
+    """The HTTP front door: Slack's signed requests into the Lambda handler; the poller in a thread."""
+
+    name = "the Lambda HTTP handler"
+    words_wait = 0.0  # `settle` waited for the work: the thread's words are all there
+
+    def __init__(self, handle: Handle, lambdas: _InProcessLambda, poller: _PollerThread) -> None:
+        self.handle = handle
+        self.lambdas = lambdas
+        self.poller = poller
+
+    def deliver(self, request: SignedRequest) -> None:
+        answer = self.handle(request.lambda_event(), _LAMBDA_CONTEXT)
+        if answer.get("statusCode") != 200:
+            raise _Unexpected(f"the bot answered Slack's request with HTTP {answer.get('statusCode')}")
+
+    def settle(self) -> None:
+        self.lambdas.join(WAIT_SECONDS)  # the thread's last words (a report file) are posted
+
+    def take_errors(self) -> list[str]:
+        errors = [*self.lambdas.errors, *self.poller.errors]
+        self.lambdas.errors.clear()
+        self.poller.errors.clear()
+        return errors
+
+    def close(self) -> list[str]:
+        return []
+
+
+class _SocketDoor:
+    """The Socket Mode front door: `tablebot serve` as a process, sent envelopes by the local Slack."""
+
+    name = "`tablebot serve` over Socket Mode"
+    words_wait = 5.0  # the bot's last words in a thread come after the job's ending is stored
+
+    def __init__(self, slack: LocalSlackApi, process: ServeProcess) -> None:
+        self.slack = slack
+        self.process = process
+        self._log_seen = 0
+
+    def deliver(self, request: SignedRequest) -> None:
+        envelope_id = self.slack.deliver(request)
+        try:
+            self.slack.socket_mode.wait_ack(envelope_id, timeout=WAIT_SECONDS)
+        except TimeoutError:
+            raise _Unexpected(f"`tablebot serve` did not acknowledge within {WAIT_SECONDS:.0f} s") from None
+
+    def settle(self) -> None:
+        """Nothing to join in another process: the thread's words are waited for instead."""
+
+    def take_errors(self) -> list[str]:
+        log = self.process.log()
+        new, self._log_seen = log[self._log_seen :], len(log)
+        errors = ["`tablebot serve` logged a traceback (see its log)"] if "Traceback" in new else []
+        if not self.process.running:
+            errors.append(f"`tablebot serve` exited ({self.process.process.returncode})")
+        return errors
+
+    def close(self) -> list[str]:
+        """SIGTERM: `serve` finishes its work in flight and exits 0."""
+        code = self.process.stop(timeout=WAIT_SECONDS)
+        if code == 0:
+            return []
+        tail = "\n".join(self.process.log().splitlines()[-20:])
+        return [f"`tablebot serve` stopped with exit code {code}; its last log lines:\n{tail}"]
+
+
 @dataclass
 class _Bot:
     """The running world: Slack, the sandboxes, and the bot between them."""
 
     slack: LocalSlackApi
     signer: SlackRequestSigner
-    handle: Handle
-    lambdas: _InProcessLambda
+    door: _LambdaDoor | _SocketDoor
     store: JobStore
     bigpanda: SandboxAdmin
     dengage: SandboxAdmin
-    poller: _PollerThread
 
     def share(self, user: str, name: str, content: bytes, text: str) -> str:
         """A person shares a CSV in the channel; Slack sends the signed event to the bot."""
@@ -264,10 +336,17 @@ class _Bot:
             return
         raise _Unexpected(f"no {action_id!r} button in the thread")
 
-    def _deliver(self, request: Any) -> None:
-        answer = self.handle(request.lambda_event(), _LAMBDA_CONTEXT)
-        if answer.get("statusCode") != 200:
-            raise _Unexpected(f"the bot answered Slack's request with HTTP {answer.get('statusCode')}")
+    def _deliver(self, request: SignedRequest) -> None:
+        self.door.deliver(request)
+
+    def expect_words(self, thread_ts: str, *words: str) -> list[str]:
+        """What the thread does not say (given the front door's time to say it)."""
+        deadline = time.monotonic() + self.door.words_wait
+        while True:
+            missing = _expect_words(self.transcript(thread_ts), *words)
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            time.sleep(0.1)
 
     def job_of(self, thread_ts: str) -> Job | None:
         return next((j for j in self.store.recent_jobs(limit=50) if j.thread_ts == thread_ts), None)
@@ -287,7 +366,7 @@ class _Bot:
                 seen = self.job_of(thread_ts)
                 raise _Unexpected(f"no ending within {WAIT_SECONDS:.0f} s (the job is {_state_of(seen)})")
             time.sleep(0.1)
-        self.lambdas.join(WAIT_SECONDS)  # the thread's last words (a report file) are posted
+        self.door.settle()
         return job
 
     def transcript(self, thread_ts: str) -> str:
@@ -370,8 +449,7 @@ def _scenario_good_hosts(bot: _Bot, outcome: Outcome) -> None:
     outcome.thread_ts = bot.share(ALICE, "hosts.csv", _csv_bytes(HOSTS_HEADER, HOSTS_ROWS, spreadsheet=True), "hosts")
     job = bot.ending(outcome.thread_ts)
     outcome.state = job.state
-    transcript = bot.transcript(outcome.thread_ts)
-    outcome.problems += _expect_words(transcript, "valid: 12 rows", "byte order mark", "Done")
+    outcome.problems += bot.expect_words(outcome.thread_ts, "valid: 12 rows", "byte order mark", "Done")
     outcome.problems += _table_equals("BigPanda's table", _bigpanda_rows(bot.bigpanda), HOSTS_ROWS)
 
 
@@ -380,8 +458,7 @@ def _scenario_broken_hosts(bot: _Bot, outcome: Outcome) -> None:
     outcome.thread_ts = bot.share(ALICE, "hosts-new.csv", BROKEN_HOSTS, "hosts")
     job = bot.ending(outcome.thread_ts)
     outcome.state = job.state
-    transcript = bot.transcript(outcome.thread_ts)
-    outcome.problems += _expect_words(transcript, "Not uploaded", "line 3", "line 4, column", "line 6")
+    outcome.problems += bot.expect_words(outcome.thread_ts, "Not uploaded", "line 3", "line 4, column", "line 6")
     if len(bot.bigpanda.requests("/map")) != sent_before:
         outcome.problems.append("the broken file reached BigPanda")
     outcome.problems += _table_unchanged("BigPanda's table", table_before, _bigpanda_rows(bot.bigpanda))
@@ -394,8 +471,7 @@ def _scenario_contacts_in_parts(bot: _Bot, outcome: Outcome) -> None:
     outcome.thread_ts = bot.share_files(ALICE, files, "contacts, the spring campaign list")
     job = bot.ending(outcome.thread_ts)
     outcome.state = job.state
-    transcript = bot.transcript(outcome.thread_ts)
-    outcome.problems += _expect_words(transcript, "contacts.xlsx", "I take CSV", "valid: 300 rows", "Done")
+    outcome.problems += bot.expect_words(outcome.thread_ts, "contacts.xlsx", "I take CSV", "valid: 300 rows", "Done")
     parts = {p.count for p in job.upstream_parts}
     if job.state is S.DONE and (len(job.upstream_parts) < 2 or parts != {len(job.upstream_parts)}):
         outcome.problems.append(f"sent in {len(job.upstream_parts)} part(s), expected several")
@@ -414,12 +490,12 @@ def _scenario_failed_then_retried(bot: _Bot, outcome: Outcome) -> None:
         outcome.state = failed.state
         outcome.problems.append(f"the first attempt ended {failed.state}, expected failed")
         return
-    outcome.problems += _expect_words(bot.transcript(outcome.thread_ts), "2 added", "1 changed", "Failed", "[Retry]")
+    outcome.problems += bot.expect_words(outcome.thread_ts, "2 added", "1 changed", "Failed", "[Retry]")
     outcome.problems += _table_unchanged("BigPanda's table", table_before, _bigpanda_rows(bot.bigpanda))
     bot.click(outcome.thread_ts, RETRY_ACTION_ID, ALICE)
     job = bot.ending(outcome.thread_ts, after_version=failed.version)
     outcome.state = job.state
-    outcome.problems += _expect_words(bot.transcript(outcome.thread_ts), "Retry by", "Done")
+    outcome.problems += bot.expect_words(outcome.thread_ts, "Retry by", "Done")
     outcome.problems += _table_equals("BigPanda's table", _bigpanda_rows(bot.bigpanda), HOSTS_UPDATE_ROWS)
 
 
@@ -463,10 +539,11 @@ SCENARIOS = (
 class DemoResult:
     outcomes: list[Outcome]
     seconds: float
+    bot_problems: list[str] = field(default_factory=list)  # starting or stopping the bot itself
 
     @property
     def exit_code(self) -> int:
-        return 0 if all(o.as_expected for o in self.outcomes) else 1
+        return 0 if all(o.as_expected for o in self.outcomes) and not self.bot_problems else 1
 
 
 def _start_sandboxes(stack: ExitStack, *, upstream_jobs_fail: bool) -> tuple[SandboxServer, SandboxServer]:
@@ -478,7 +555,7 @@ def _start_sandboxes(stack: ExitStack, *, upstream_jobs_fail: bool) -> tuple[San
     return bigpanda, dengage
 
 
-def _start_bot(stack: ExitStack, folder: Path, *, upstream_jobs_fail: bool) -> _Bot:
+def _start_bot(stack: ExitStack, folder: Path, *, upstream_jobs_fail: bool, socket_mode: bool = False) -> _Bot:
     slack = stack.enter_context(LocalSlackApi())
     slack.add_channel(CHANNEL, CHANNEL_NAME)
     slack.add_user(ALICE, "alice", real_name="Alice Kaya")
@@ -493,6 +570,13 @@ def _start_bot(stack: ExitStack, folder: Path, *, upstream_jobs_fail: bool) -> _
     }
     store = SqliteJobStore(folder / "jobs.sqlite3")
     stack.callback(store.close)
+    bigpanda_admin = stack.enter_context(closing(SandboxAdmin(bigpanda.root_url)))
+    dengage_admin = stack.enter_context(closing(SandboxAdmin(dengage.root_url)))
+    signer = slack.signer(SIGNING_SECRET)
+    if socket_mode:
+        door = _start_serve(stack, slack, folder, env)
+        return _Bot(slack, signer, door, store, bigpanda_admin, dengage_admin)
+
     staging = FolderStaging(folder / "staging")
     http = stack.enter_context(httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)))
     client = WebClient(token=slack.bot_token, base_url=slack.base_url)
@@ -509,11 +593,28 @@ def _start_bot(stack: ExitStack, folder: Path, *, upstream_jobs_fail: bool) -> _
     poller = _PollerThread(Poller(built.store, built.service, replace(built.settings, idle_seconds=0.1)))
     poller.start()
     stack.callback(poller.stop)
+    return _Bot(slack, signer, _LambdaDoor(handle, lambdas, poller), store, bigpanda_admin, dengage_admin)
 
-    bigpanda_admin = stack.enter_context(closing(SandboxAdmin(bigpanda.root_url)))
-    dengage_admin = stack.enter_context(closing(SandboxAdmin(dengage.root_url)))
-    signer = slack.signer(SIGNING_SECRET)
-    return _Bot(slack, signer, handle, lambdas, store, bigpanda_admin, dengage_admin, poller)
+
+def _start_serve(stack: ExitStack, slack: LocalSlackApi, folder: Path, env: dict[str, str]) -> _SocketDoor:
+    """`tablebot serve` with the demo's settings, on the same store file and staging folder."""
+    process = ServeProcess(
+        {
+            **env,
+            "SLACK_APP_TOKEN": slack.app_token,
+            "TABLEBOT_CONFIG": str(folder / "tables.toml"),
+            "TABLEBOT_STORE_PATH": str(folder / "jobs.sqlite3"),
+            "TABLEBOT_STAGING_DIR": str(folder / "staging"),
+        },
+        folder / "serve.log",
+    ).start()
+    stack.callback(process.kill)  # a demo that stopped early does not leave it running
+    try:
+        slack.socket_mode.wait_connected(timeout=WAIT_SECONDS)
+    except TimeoutError:
+        tail = "\n".join(process.log().splitlines()[-20:])
+        raise _Unexpected(f"`tablebot serve` did not connect within {WAIT_SECONDS:.0f} s:\n{tail}") from None
+    return _SocketDoor(slack, process)
 
 
 def _print_thread(bot: _Bot, outcome: Outcome, out: TextIO) -> None:
@@ -541,11 +642,9 @@ def _run_scenarios(bot: _Bot, out: TextIO) -> Iterator[Outcome]:
             outcome.problems.append(str(exc) or type(exc).__name__)
         if outcome.state is not None and outcome.state is not scenario.expected:
             outcome.problems.insert(0, f"ended {outcome.state}, expected {scenario.expected}")
-        outcome.problems += [*bot.lambdas.errors, *bot.poller.errors]
+        outcome.problems += bot.door.take_errors()
         outcome.problems += [f"the local Slack server failed: {e}" for e in bot.slack.internal_errors[slack_errors:]]
         slack_errors = len(bot.slack.internal_errors)
-        bot.lambdas.errors.clear()
-        bot.poller.errors.clear()
         _print_thread(bot, outcome, out)
         if outcome.as_expected:
             print(f"  -> as expected: {scenario.expected}", file=out, flush=True)
@@ -569,32 +668,45 @@ def _quiet_libraries() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def run_demo(out: TextIO | None = None, *, upstream_jobs_fail: bool = False) -> int:
+def run_demo(out: TextIO | None = None, *, upstream_jobs_fail: bool = False, socket_mode: bool = False) -> int:
     """Run the scripted conversation and print it; 0 when every ending is the expected one, else 1.
 
     `upstream_jobs_fail` makes every upstream job fail (a sandbox setting): the endings that
-    should be done are then failed, and the demo must say so and return 1.
+    should be done are then failed, and the demo must say so and return 1. `socket_mode` runs the
+    conversation through `tablebot serve` over Socket Mode instead of the Lambda HTTP handler.
     """
-    return demo(out or sys.stdout, upstream_jobs_fail=upstream_jobs_fail).exit_code
+    return demo(out or sys.stdout, upstream_jobs_fail=upstream_jobs_fail, socket_mode=socket_mode).exit_code
 
 
-def demo(out: TextIO, *, upstream_jobs_fail: bool = False) -> DemoResult:
+def demo(out: TextIO, *, upstream_jobs_fail: bool = False, socket_mode: bool = False) -> DemoResult:
     """The demo's run, with every scenario's outcome (`run_demo` is its exit code)."""
     started = time.monotonic()
+    door = _SocketDoor.name if socket_mode else _LambdaDoor.name
     print(
         "tablebot demo: the bot in a local Slack (#ops-tables), with BigPanda and D·engage sandboxes,\n"
-        "an embedded job store and folder staging; no accounts, nothing leaves 127.0.0.1.",
+        "an embedded job store and folder staging; no accounts, nothing leaves 127.0.0.1.\n"
+        f"Slack reaches the bot through {door}.",
         file=out,
         flush=True,
     )
     outcomes: list[Outcome] = []
+    bot_problems: list[str] = []
     with _quiet_libraries(), tempfile.TemporaryDirectory(prefix="tablebot-demo-") as tmp, ExitStack() as stack:
-        bot = _start_bot(stack, Path(tmp), upstream_jobs_fail=upstream_jobs_fail)
-        outcomes.extend(_run_scenarios(bot, out))
+        try:
+            bot = _start_bot(stack, Path(tmp), upstream_jobs_fail=upstream_jobs_fail, socket_mode=socket_mode)
+        except _Unexpected as exc:
+            bot_problems.append(str(exc))
+        else:
+            outcomes.extend(_run_scenarios(bot, out))
+            bot_problems += bot.door.close()
+            if socket_mode and not bot_problems:
+                print("\n`tablebot serve` stopped on SIGTERM after its work in flight (exit 0)", file=out)
     seconds = time.monotonic() - started
     good = sum(o.as_expected for o in outcomes)
-    print(f"\n{good} of {len(outcomes)} endings as expected in {seconds:.1f} s", file=out, flush=True)
+    print(f"\n{good} of {len(SCENARIOS)} endings as expected in {seconds:.1f} s", file=out, flush=True)
     for outcome in outcomes:
         if not outcome.as_expected:
             print(f"  NOT AS EXPECTED: {outcome.title}: {'; '.join(outcome.problems)}", file=out)
-    return DemoResult(outcomes, seconds)
+    for problem in bot_problems:
+        print(f"  THE BOT: {problem}", file=out)
+    return DemoResult(outcomes, seconds, bot_problems)

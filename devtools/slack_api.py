@@ -20,8 +20,14 @@ with `/api/` as slack_sdk expects). It plays the Slack side of a conversation:
   (`{"ok": false}`) and `delay`, for the next N calls of a method or for a time.
 - `SlackRequestSigner` builds Slack-signed requests to the bot: slash commands, Events API
   callbacks (`message`/`file_share`, `file_shared`), block_actions payloads, retries.
+- Socket Mode: `apps.connections.open` with the app-level token (`app_token`, `xapp-...`)
+  answers a `ws://127.0.0.1:PORT/link/...` URL served by `socket_mode`
+  (`devtools.socket_mode.SocketModeServer`, started on first use; it needs the `websockets`
+  package). `deliver(request)` sends a request built by the signer as the matching envelope
+  (`slash_commands`, `events_api`, `interactive`) instead of over HTTP; a slash command's
+  acknowledgement payload is shown to its user as an ephemeral message, as Slack does.
 
-What it does not emulate: Socket Mode, OAuth and scopes (one bot token is all-powerful), Slack's
+What it does not emulate: OAuth and scopes (one bot token is all-powerful), Slack's
 own rate limits (only injected ones), pagination beyond `conversations.replies`/`history`,
 mrkdwn escaping, message formatting or unfurling, and the asynchronous delay between
 `files.completeUploadExternal` and the file appearing in the channel (here it is immediate).
@@ -47,10 +53,13 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
+
+if TYPE_CHECKING:
+    from devtools.socket_mode import Delivery, EnvelopeKind, SocketModeServer
 
 DEFAULT_BOT_TOKEN = "xoxb-local-0000-test-token"  # noqa: S105 - a fixed fake for the local server
 DEFAULT_SIGNING_SECRET = "local-signing-secret"  # noqa: S105 - a fixed fake for the local server
@@ -58,6 +67,7 @@ DEFAULT_TEAM_ID = "T0LOCAL00"
 DEFAULT_BOT_USER_ID = "U0BOT0000"
 DEFAULT_BOT_ID = "B0BOT0000"
 DEFAULT_APP_ID = "A0APP0000"
+DEFAULT_APP_TOKEN = "xapp-1-A0APP0000-0000-local-app-token"  # noqa: S105 - a fixed fake for the local server
 
 # Pseudo-method names under which non-API requests are recorded and can be faulted.
 FILE_DOWNLOAD = "file.download"
@@ -541,8 +551,14 @@ class LocalSlackApi:
         bot_name: str = "tablebot",
         strict: bool = False,
         clock: Callable[[], float] = time.time,
+        app_token: str = DEFAULT_APP_TOKEN,
+        socket_ack_timeout: float = 3.0,
+        socket_retry_delays: tuple[float, ...] = (0.0, 60.0, 300.0),
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        self._socket_settings = (socket_ack_timeout, socket_retry_delays)
+        self._socket: SocketModeServer | None = None
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -584,6 +600,7 @@ class LocalSlackApi:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "files.upload": self._files_upload,
+            "apps.connections.open": self._apps_connections_open,
         }
         self.add_user(bot_user_id, bot_name, is_bot=True)
 
@@ -603,6 +620,8 @@ class LocalSlackApi:
 
     def stop(self) -> None:
         """Stop serving and remove uploaded files; recordings stay readable."""
+        if self._socket is not None:
+            self._socket.stop()
         if self._server is None:
             return
         self._server.shutdown()
@@ -632,6 +651,53 @@ class LocalSlackApi:
     def base_url(self) -> str:
         """The Web API base URL for slack_sdk (`WebClient(base_url=...)`), ending with `/api/`."""
         return f"{self.root_url}/api/"
+
+    # -- Socket Mode ------------------------------------------------------------------------------
+
+    @property
+    def socket_mode(self) -> SocketModeServer:
+        """The Socket Mode WebSocket server (started on first use; see `devtools.socket_mode`)."""
+        with self._cond:
+            if self._socket is None:
+                from devtools.socket_mode import SocketModeServer  # needs `websockets`: only here
+
+                ack_timeout, retry_delays = self._socket_settings
+                server = SocketModeServer(
+                    app_id=self.app_id, ack_timeout=ack_timeout, retry_delays=retry_delays, on_ack=self._on_socket_ack
+                )
+                server.start()
+                self._socket = server
+            return self._socket
+
+    def deliver(self, request: SignedRequest) -> str:
+        """Send a request built by `SlackRequestSigner` over Socket Mode; returns the envelope id."""
+        payload = request.payload
+        if "command" in payload:
+            kind: EnvelopeKind = "slash_commands"
+        elif payload.get("type") == "event_callback":
+            kind = "events_api"
+        else:
+            kind = "interactive"
+        return self.socket_mode.deliver(kind, copy.deepcopy(payload))
+
+    def _on_socket_ack(self, delivery: Delivery, payload: JsonDict) -> None:
+        """A slash command's acknowledgement with a message: shown to its user, as Slack does."""
+        if delivery.kind != "slash_commands" or not (payload.get("text") or payload.get("blocks")):
+            return
+        command = delivery.payload
+        with self._cond:
+            try:
+                channel = self._channel(str(command.get("channel_id", "")))["id"]
+            except _ApiError:
+                return
+            message = self._bot_message(payload)
+            if payload.get("response_type") == "in_channel":
+                self._append(channel, message, None)
+            else:
+                self._ephemerals.append(
+                    {**message, "channel": channel, "user": command.get("user_id"), "ts": self._next_ts()}
+                )
+            self._cond.notify_all()
 
     # -- workspace directory ----------------------------------------------------------------------
 
@@ -962,7 +1028,10 @@ class LocalSlackApi:
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
         try:
-            self._check_token(headers, params)
+            if method == "apps.connections.open":
+                self._check_app_token(headers, params)
+            else:
+                self._check_token(headers, params)
             with self._cond:
                 result = handler(params)
                 self._cond.notify_all()
@@ -992,6 +1061,17 @@ class LocalSlackApi:
         if token is None:
             raise _ApiError("not_authed")
         if not secrets.compare_digest(token.encode(), self.bot_token.encode()):
+            raise _ApiError("invalid_auth")
+
+    def _check_app_token(self, headers: Mapping[str, str], params: JsonDict) -> None:
+        authorization = headers.get("authorization", "")
+        token = authorization.removeprefix("Bearer ").strip() if authorization.startswith("Bearer ") else None
+        token = token or _str_arg(params, "token") or None
+        if token is None:
+            raise _ApiError("not_authed")
+        if not token.startswith("xapp-"):
+            raise _ApiError("not_allowed_token_type")
+        if not secrets.compare_digest(token.encode(), self.app_token.encode()):
             raise _ApiError("invalid_auth")
 
     def _token_ok(self, headers: Mapping[str, str]) -> bool:
@@ -1468,6 +1548,9 @@ class LocalSlackApi:
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
+
+    def _apps_connections_open(self, params: JsonDict) -> JsonDict:
+        return {"url": self.socket_mode.new_url()}
 
     def _users_info(self, params: JsonDict) -> JsonDict:
         return {"user": copy.deepcopy(self._user(_str_arg(params, "user")))}

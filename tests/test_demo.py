@@ -13,12 +13,13 @@ from bot.store import JobState
 from devtools.demo import demo
 
 
-def _demo_command() -> list[str]:
+def _demo_command(*options: str) -> list[str]:
     """The installed `tablebot` script next to this interpreter (as `make demo` runs it)."""
     script = Path(sys.executable).parent / "tablebot"
     if script.exists():
-        return [str(script), "demo"]
-    return [sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['demo']))"]
+        return [str(script), "demo", *options]
+    argv = ["demo", *options]
+    return [sys.executable, "-c", f"import sys; from bot.cli import main; sys.exit(main({argv!r}))"]
 
 
 def test_tablebot_demo_prints_the_threads_and_exits_0_when_every_ending_is_as_expected() -> None:
@@ -28,6 +29,7 @@ def test_tablebot_demo_prints_the_threads_and_exits_0_when_every_ending_is_as_ex
     assert finished.stderr == "", "the demo is quiet: no log lines, no tracebacks"
     assert re.search(r"^4 of 4 endings as expected in \d+\.\d s$", out, re.MULTILINE)
     assert "UNEXPECTED" not in out and "NOT AS EXPECTED" not in out
+    assert "Slack reaches the bot through the Lambda HTTP handler." in out  # `make demo`'s default
 
     first, broken, contacts, retried = re.split(r"^== \d\. ", out, flags=re.MULTILINE)[1:]
     # 1. The spreadsheet's file, repaired and done; the status message shows the way there.
@@ -47,6 +49,18 @@ def test_tablebot_demo_prints_the_threads_and_exits_0_when_every_ending_is_as_ex
     # 4. Failed with a Retry button, retried by alice, done; in that order.
     failed_at = retried.index("*Failed*")
     assert retried.index("[Retry]", failed_at) < retried.index("Retry by <@U0ALICE01>") < retried.rindex("*Done*")
+
+
+def test_the_demo_runs_the_same_conversation_through_serve_over_socket_mode() -> None:
+    finished = subprocess.run(_demo_command("--socket-mode"), capture_output=True, text=True, timeout=180, check=False)
+    out = finished.stdout
+    assert finished.returncode == 0, out + finished.stderr
+    assert finished.stderr == "", "serve's log goes to a file; the demo prints the conversation only"
+    assert "Slack reaches the bot through `tablebot serve` over Socket Mode." in out
+    assert re.search(r"^4 of 4 endings as expected in \d+\.\d s$", out, re.MULTILINE)
+    assert "`tablebot serve` stopped on SIGTERM after its work in flight (exit 0)" in out
+    retried = re.split(r"^== \d\. ", out, flags=re.MULTILINE)[4]
+    assert retried.index("*Failed*") < retried.index("Retry by <@U0ALICE01>") < retried.rindex("*Done*")
 
 
 def test_the_demo_reports_wrong_endings_and_exits_1() -> None:
