@@ -117,6 +117,10 @@ def world(tmp_path: Path, bigpanda_upstream: Upstream, dengage_upstream: Upstrea
         "TABLEBOT_POLL_MAX_CHECK_SECONDS": "0.3",
         "TABLEBOT_NOTICE_RETRY_SECONDS": "0.3",
         "TABLEBOT_ERROR_RETRY_SECONDS": "0.3",
+        # The poller thread starts the uploads here, so the stop scenario has exactly one upload
+        # in flight and one checked file queued; starting at once from the listener is tested
+        # through the Lambda handler (tests/test_slack_starts_upload.py).
+        "TABLEBOT_START_UPLOAD_AT_ONCE": "false",
     }
     built = World(tmp_path, slack, slack.signer(), bigpanda_upstream, dengage_upstream, env)
     try:
