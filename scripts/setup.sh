@@ -17,11 +17,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.stamp-$(sha256sum pyproject.toml | cut -c1-16)"
+# Exactly the versions of requirements/dev.txt, each checked against its hash (--require-hashes,
+# --no-deps: nothing outside the lock), then the project itself, built offline by the locked
+# setuptools. A changed lock or pyproject.toml installs again. To change a version: scripts/lock.sh.
+stamp=".venv/.stamp-$(cat pyproject.toml requirements/dev.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing Python packages"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "setup: installing Python packages (requirements/dev.txt)"
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements/dev.txt
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   rm -f .venv/.stamp-* && touch "$stamp"
 fi
 
