@@ -1,10 +1,10 @@
 """Reads checkov's JSON report of one template and fails unless every finding is fixed or skipped
 with a reason.
 
-    python scripts/checkov_summary.py REPORT.json LABEL      (scripts/check-deploy.sh)
+    python scripts/checkov_summary.py REPORT.json LABEL [--brief]     (scripts/check-deploy.sh)
 
 Prints the counts, every failed check (what, on which resource) and every skipped one with its
-reason. Exits 1 on a failed check, a template checkov could not parse, or a skip whose reason
+reason (--brief: the counts and the failures only). Exits 1 on a failed check, a template checkov could not parse, or a skip whose reason
 is missing or longer than one line: a reviewer must be able to read and judge each one.
 """
 
@@ -22,7 +22,7 @@ def _reports(raw: Any) -> list[dict[str, Any]]:
     return raw if isinstance(raw, list) else [raw]
 
 
-def main(path: str, label: str) -> int:
+def main(path: str, label: str, *, brief: bool = False) -> int:
     with open(path, encoding="utf-8") as handle:
         reports = _reports(json.load(handle))
     passed, failed, skipped, parse_errors = [], [], [], 0
@@ -38,7 +38,8 @@ def main(path: str, label: str) -> int:
         problems.append(f"FAILED {check['check_id']} {check['check_name']!r} on {check['resource']}")
     for check in skipped:
         reason = (check.get("check_result", {}).get("suppress_comment") or "").strip()
-        print(f"  skipped {check['check_id']} on {check['resource']}: {reason}")
+        if not brief:
+            print(f"  skipped {check['check_id']} on {check['resource']}: {reason}")
         if reason in NO_REASON or "\n" in reason:
             problems.append(f"SKIPPED {check['check_id']} on {check['resource']} without a one-line reason")
     if parse_errors:
@@ -56,6 +57,9 @@ def main(path: str, label: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    brief = "--brief" in args
+    args = [a for a in args if a != "--brief"]
+    if len(args) != 2:
         sys.exit(__doc__)
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(args[0], args[1], brief=brief))
