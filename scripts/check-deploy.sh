@@ -9,7 +9,7 @@
 #
 #   bash scripts/check-deploy.sh
 #
-# checkov and cfn-lint live in their own virtualenv, .venv-deploy-check, installed here from
+# checkov and cfn-lint live in their own virtualenv, .venv/deploy-check, installed here from
 # requirements/deploy-check.txt (exact versions and hashes; a few seconds with uv).
 # TABLES_FILE (default examples/tables.toml) is the tables file packaged for the check.
 # LAMBDA_PYTHON, when set (or when `python3.12` runs), is used to import the handler modules
@@ -28,7 +28,7 @@ fail() {
 [ -x .venv/bin/python ] || fail ".venv is missing; run: bash scripts/setup.sh"
 [ -x node_modules/.bin/osls ] || fail "osls is not installed (npm); run: bash scripts/setup.sh"
 
-tools=.venv-deploy-check
+tools=.venv/deploy-check
 tools_stamp="$tools/.stamp-$(sha256sum requirements/deploy-check.txt | cut -c1-16)"
 if [ ! -f "$tools_stamp" ]; then
   echo "check-deploy: installing requirements/deploy-check.txt (checkov, cfn-lint) into $tools"
