@@ -76,7 +76,7 @@ def test_setup_and_build_install_only_from_the_locks() -> None:
     setup = (ROOT / "scripts/setup.sh").read_text()
     assert "--require-hashes --no-deps -r requirements/dev.txt" in setup
     build = (ROOT / "scripts/build-lambda.sh").read_text()
-    assert "lock=requirements/lambda.txt" in build and '--require-hashes --no-deps' in build
+    assert "lock=requirements/lambda.txt" in build and "--require-hashes --no-deps" in build
     check = (ROOT / "scripts/check-deploy.sh").read_text()
     assert "--require-hashes --no-deps" in check and "requirements/deploy-check.txt" in check
 
@@ -184,13 +184,15 @@ def test_a_development_server_is_never_packaged(tmp_path: Path, dev_file: str) -
 
 
 def test_a_package_over_lambdas_limit_is_refused(tmp_path: Path) -> None:
-    # A zip whose entries claim more than 250 MB unzipped: checked without writing 250 MB.
+    # 251 MiB of zeros: a small zip on disk, over the limit unzipped.
     package = tmp_path / "big.zip"
-    with zipfile.ZipFile(package, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("data.bin", "w", force_zip64=True) as target:
-            chunk = b"\0" * (1 << 20)
-            for _ in range(251):
-                target.write(chunk)
+    with (
+        zipfile.ZipFile(package, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open("data.bin", "w", force_zip64=True) as target,
+    ):
+        chunk = b"\0" * (1 << 20)
+        for _ in range(251):
+            target.write(chunk)
     checked = subprocess.run(
         [sys.executable, str(ROOT / "scripts/lambda_package.py"), "check", str(package)],
         capture_output=True,
