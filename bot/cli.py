@@ -7,13 +7,16 @@ Exit codes (DESIGN.md): 0 ok/valid/done, 1 invalid, 2 usage or config error,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from bot.config import ConfigError, Settings
+from bot.config import load_tables
+from bot.errors import InputError, TablebotError, UpstreamError, UsageError
 from bot.schema import TARGET_KINDS, Column, TableSchema
+from bot.settings import Settings, load_settings
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -22,8 +25,17 @@ EXIT_UPSTREAM_FAILED = 3
 EXIT_UPSTREAM_UNREACHABLE = 4
 
 
-class UsageError(Exception):
-    """A command-line mistake; printed without a traceback, exit 2."""
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cmd | head` reports a closed pipe
+
+
+def exit_code(exc: TablebotError) -> int:
+    """The one mapping from a branch of the error tree to the CLI's exit code (DESIGN.md)."""
+    if isinstance(exc, UpstreamError):
+        return EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
+    if isinstance(exc, InputError):
+        return EXIT_INVALID
+    return EXIT_USAGE  # the tables file, the environment, the command line, a file that cannot be read
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,19 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "serve": cmd_serve,
     }
-    from bot.targets.base import UpstreamError
-
     try:
-        return handlers[args.command](args)
-    except (ConfigError, UsageError) as exc:
-        print(f"tablebot {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except UpstreamError as exc:  # e.g. the schema of a table without `columns` could not be fetched
+        try:
+            settings = load_settings()
+            return handlers[args.command](args, settings)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+    except TablebotError as exc:  # e.g. the schema of a table without `columns` could not be fetched
         print(f"tablebot {args.command}: {exc.message}", file=sys.stderr)
-        return EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
+        return exit_code(exc)
+    except BrokenPipeError:
+        # The reader went away (`tablebot validate ... | head`): stop quietly. Python would
+        # complain again flushing stdout at exit, so point stdout at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"tablebot {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-def _schema_from_args(args: argparse.Namespace) -> TableSchema:
+def _schema_from_args(args: argparse.Namespace, settings: Settings) -> TableSchema:
     target = getattr(args, "target", None)
     columns_arg = getattr(args, "columns", None)
     primary_arg = getattr(args, "primary_key", None)
@@ -123,7 +143,7 @@ def _schema_from_args(args: argparse.Namespace) -> TableSchema:
         raise UsageError("give --table ALIAS (with a tables file) or --target bigpanda|dengage --columns a,b,c")
     if columns_arg or primary_arg:
         raise UsageError("--columns and --primary-key go with --target; with --table the tables file defines them")
-    table = Settings.from_env().load_tables(args.config).table(args.table)
+    table = load_tables(settings, args.config).table(args.table)
     schema = table.configured_schema()
     if schema is None:
         from bot.targets import fetch_schema  # imported here: only tables without columns reach upstream
@@ -132,12 +152,12 @@ def _schema_from_args(args: argparse.Namespace) -> TableSchema:
     return schema
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from bot.validation import ValidationOptions, format_text, validate
 
-    schema = _schema_from_args(args)
+    schema = _schema_from_args(args, settings)
     options = ValidationOptions(drop_duplicates=args.drop_duplicates)
     if args.output is not None and args.output.resolve() == args.file.resolve():
         raise UsageError("--output must not be the input file (it would be overwritten while read)")
@@ -165,7 +185,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.valid else EXIT_INVALID
 
 
-def cmd_upload(args: argparse.Namespace) -> int:
+def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     """Validate, upload the normalized bytes, and with --wait follow the upstream job(s).
 
     Exit 0 done (or started, without --wait), 1 invalid, 2 usage/config, 3 upstream refused or
@@ -182,7 +202,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     if args.poll_interval <= 0 or args.timeout <= 0:
         raise UsageError("--poll-interval and --timeout must be positive")
-    table = Settings.from_env().load_tables(args.config).table(args.table)
+    table = load_tables(settings, args.config).table(args.table)
     if not args.file.is_file():
         raise UsageError(f"cannot read {args.file}: no such file")
 
@@ -242,15 +262,15 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return finish({**base, **result.to_dict()}, text, code)
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     """Serve an emulator on 127.0.0.1 until interrupted; its base URL is the one line on stdout."""
     import signal
 
     from devtools.sandbox import create_sandbox, load_settings_file
 
     try:
-        settings = load_settings_file(args.settings) if args.settings else {}
-        server = create_sandbox(args.kind, settings, port=args.port)
+        sandbox_settings = load_settings_file(args.settings) if args.settings else {}
+        server = create_sandbox(args.kind, sandbox_settings, port=args.port)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -275,25 +295,22 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """The real bot in a local Slack, against the sandboxes: 0 when every ending is as expected, else 1."""
     from devtools.demo import run_demo
 
     return run_demo()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
     import logging
-    import os
     import threading
 
-    env = os.environ
-    app_token = env.get("SLACK_APP_TOKEN")
-    if not app_token:
+    if not settings.slack_app_token:
         raise UsageError("set SLACK_APP_TOKEN to the app-level token (xapp-..., scope connections:write)")
-    for name in ("SLACK_BOT_TOKEN", "TABLEBOT_CONFIG"):
-        if not env.get(name):
+    for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token), ("TABLEBOT_CONFIG", settings.config_path)):
+        if not value:
             raise UsageError(f"set {name} (see README, Configuration)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -302,11 +319,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.poller import Poller
     from bot.slack.app import build_app
     from bot.slack.wiring import build_slack_deps
-    from bot.wiring import poller_settings_from_env
+    from bot.wiring import poller_settings
 
-    deps = build_slack_deps(env)
+    deps = build_slack_deps(settings=settings)
     app = build_app(deps, socket_mode=True)
-    poller = Poller(deps.service.store, deps.service, poller_settings_from_env(env))
+    poller = Poller(deps.service.store, deps.service, poller_settings(settings))
     stop = threading.Event()
 
     def poll_until_stopped() -> None:
@@ -316,7 +333,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=poll_until_stopped, name="poller", daemon=True)
     thread.start()
     try:
-        SocketModeHandler(app, app_token).start()  # type: ignore[no-untyped-call]
+        SocketModeHandler(app, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,4 +1,4 @@
-"""Settings from the environment and the tables file, read when asked, never at import time.
+"""The tables file, read when asked, never at import time (environment settings: `bot.settings`).
 
 The tables file (TOML) names the upstream accounts (`[targets.X]`) and the tables people may
 upload to (`[tables.Y]`). Keys this module does not know are kept in `options`/`extra`, so each
@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.errors import ConfigError
 from bot.schema import TARGET_KINDS, Column, ColumnType, TableSchema, TargetKind
+from bot.settings import Settings
 
 DEFAULT_BIGPANDA_URL = "https://api.bigpanda.io"
 DEFAULT_DENGAGE_URL = "https://api.dengage.com/rest"
-
-
-class ConfigError(Exception):
-    """The tables file or the environment is wrong; the message says where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +85,15 @@ class TablesFile:
         except KeyError:
             known = ", ".join(sorted(self.tables)) or "none"
             raise ConfigError(f"unknown table {alias!r}; the tables file defines: {known}") from None
+
+    def credential_names(self) -> set[str]:
+        """The environment variables the targets name for their credentials (secrets)."""
+        return {
+            name
+            for target in self.targets.values()
+            for name in (target.token_env, target.userkey_env, target.password_env)
+            if name
+        }
 
 
 _TARGET_KEYS = {"kind", "base_url", "api_version", "token_env", "userkey_env", "password_env"}
@@ -217,26 +224,9 @@ def _parse_columns(alias: str, raw: Mapping[str, Any], kind: TargetKind, where: 
     return tuple(columns)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Process settings from environment variables (see README, "Configuration")."""
-
-    tables_path: Path | None
-    slack_api_base_url: str | None
-    aws_endpoint_url: str | None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        tables = env.get("TABLEBOT_CONFIG")
-        return cls(
-            tables_path=Path(tables) if tables else None,
-            slack_api_base_url=env.get("SLACK_API_BASE_URL"),
-            aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
-        )
-
-    def load_tables(self, override: str | Path | None = None) -> TablesFile:
-        path = override or self.tables_path
-        if path is None:
-            raise ConfigError("no tables file: pass --config PATH or set TABLEBOT_CONFIG")
-        return load_tables_file(path)
+def load_tables(settings: Settings, override: str | Path | None = None) -> TablesFile:
+    """The tables file given on the command line (`override`), else `TABLEBOT_CONFIG`."""
+    path = override or settings.config_path
+    if path is None:
+        raise ConfigError("no tables file: pass --config PATH or set TABLEBOT_CONFIG")
+    return load_tables_file(path)

@@ -14,22 +14,18 @@ A job is never left behind: `run` holds the job's lease (`intake:<id>`, `IntakeS
 lease_seconds`, longer than Lambda's 15 minutes) while it works, renews it between steps, and
 gives the job a next check at the lease's expiry; a job waiting for approval gets its deadline as
 its next check. If this process dies, the poller finds the job due once the lease or deadline
-has passed and ends it with a notice (`bot.service`, "No job is left...").
+has passed and ends it with a notice (`bot.service.left_behind`).
 
-| environment | what | default |
-|---|---|---|
-| `TABLEBOT_INTAKE_LEASE_SECONDS` | the intake's hold on a job it checks (longer than the longest intake) | 960 |
-| `TABLEBOT_APPROVAL_TIMEOUT_SECONDS` | an upload waiting for approval or confirmation is cancelled after | 86400 |
+Its settings (`TABLEBOT_INTAKE_LEASE_SECONDS`, `TABLEBOT_APPROVAL_TIMEOUT_SECONDS`) are in `bot.settings`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -37,15 +33,25 @@ from typing import TYPE_CHECKING, Literal
 
 import httpx
 
-from bot.config import ConfigError, TableConfig, TablesFile
+from bot.config import TableConfig, TablesFile
+from bot.errors import (
+    ConfigError,
+    InvalidTransition,
+    JobConflict,
+    Refused,
+    SourceError,
+    StagingError,
+    StoreError,
+    UpstreamError,
+)
 from bot.preview import ChangePreview, diff_versions
 from bot.schema import TableSchema
-from bot.sources import SourceError, SourceSettings, StagedFile, stage_s3_object, stage_slack_file
-from bot.staging import Staging, StagingError
+from bot.settings import Settings
+from bot.sources import SourceSettings, StagedFile, stage_s3_object, stage_slack_file
+from bot.staging import Staging
 from bot.staging.layout import job_prefix, normalized_key, original_key, previous_version
-from bot.store import InvalidTransition, Job, JobConflict, JobState, JobStore, NewJob, StoreError
+from bot.store import Job, JobState, JobStore, NewJob
 from bot.store.model import utc_now
-from bot.targets import UpstreamError
 from bot.validation import Report, ValidationOptions, summary_line, validate
 
 if TYPE_CHECKING:
@@ -73,25 +79,11 @@ class IntakeSettings:
     approval_timeout_seconds: float = 86400.0  # awaiting approval/confirmation, then cancelled
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> IntakeSettings:
-        d = cls()
+    def from_settings(cls, settings: Settings) -> IntakeSettings:
         return cls(
-            lease_seconds=_seconds(env, "TABLEBOT_INTAKE_LEASE_SECONDS", d.lease_seconds),
-            approval_timeout_seconds=_seconds(env, "TABLEBOT_APPROVAL_TIMEOUT_SECONDS", d.approval_timeout_seconds),
+            lease_seconds=settings.intake_lease_seconds,
+            approval_timeout_seconds=settings.approval_timeout_seconds,
         )
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, not {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -143,10 +135,6 @@ class DryRun:
     file_name: str
     report: Report | None = None
     message: str | None = None  # the file could not be read or checked
-
-
-class Refused(Exception):
-    """A button or command that cannot be done now; the message is for the person who asked."""
 
 
 class Fetcher:
@@ -203,7 +191,7 @@ class Intake:
         self.fetcher = fetcher
         self.options = options or ValidationOptions(max_bytes=fetcher.settings.max_bytes)
         self.work_dir = work_dir
-        self.settings = settings or IntakeSettings.from_env(os.environ)
+        self.settings = settings or IntakeSettings()
 
     # -- a new upload ----------------------------------------------------------------------------
 
@@ -298,7 +286,7 @@ class Intake:
         try:
             schema = self.schema_for(table)
         except (UpstreamError, ConfigError) as exc:
-            detail = exc.message if isinstance(exc, UpstreamError) else str(exc)
+            detail = exc.message
             return self._stop(
                 job,
                 f"The bot could not read the columns of `{table.alias}` from {table.target.name} ({detail}), "
@@ -404,7 +392,7 @@ class Intake:
             with self.staging.open(staged.key) as source:
                 return DryRun(staged.file_name, report=validate(source, schema, self.options))
         except (UpstreamError, ConfigError) as exc:
-            detail = exc.message if isinstance(exc, UpstreamError) else str(exc)
+            detail = exc.message
             return DryRun(file.name, message=f"The bot could not read the columns of `{table.alias}` ({detail}).")
         finally:
             self.staging.delete(staged.key)

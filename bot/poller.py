@@ -10,7 +10,7 @@ target, so a busy target (waiting on its shared rate limiter) cannot hold every 
 another target's jobs wait. A step that raises is logged and counted; it never stops the run.
 The due jobs it asks for are its own: queued, uploading, submitted, ended jobs whose notice
 is still to be posted, and front-end jobs left behind (an intake that died, an approval wait past
-its deadline), which it ends with a notice (`bot.service.is_poller_work`).
+its deadline), which it ends with a notice (`bot.service.due.is_poller_work`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from bot.errors import StoreError
 from bot.service import POLLER_DUE_STATES, POLLER_STATES, JobService, Step, is_poller_work
-from bot.store import Job, JobStore, StoreError
+from bot.store import Job, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ S3 objects are read only under the configured `s3://bucket/prefix/` allow-list (
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.config import ConfigError
+from bot.errors import ConfigError, SourceError
+from bot.settings import Settings
 from bot.staging.base import CHUNK_SIZE, Staging
 
 if TYPE_CHECKING:
@@ -41,23 +41,6 @@ DEFAULT_MAX_REDIRECTS = 3
 # Enough to see past a BOM and blank lines to an HTML page's first tag.
 _SNIFF_BYTES = 512
 _CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")
-
-SourceErrorCode = Literal["not_allowed", "too_large", "no_access", "not_found", "unreachable"]
-
-
-class SourceError(Exception):
-    """The file could not be fetched; `message` is for the user and says what to do."""
-
-    def __init__(self, code: SourceErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code: SourceErrorCode = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"SourceError({self.code!r}, {self.message!r})"
 
 
 @dataclass(frozen=True)
@@ -103,28 +86,13 @@ class SourceSettings:
     s3_allowed_prefixes: tuple[S3Prefix, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SourceSettings:
-        """TABLEBOT_MAX_FILE_MB, TABLEBOT_SLACK_FILE_HOSTS and TABLEBOT_S3_ALLOWED_PREFIXES
-        (comma-separated), TABLEBOT_ALLOW_HTTP_DOWNLOADS (1/true; local tests only)."""
-        env = os.environ if environ is None else environ
-        max_mb = env.get("TABLEBOT_MAX_FILE_MB", "").strip()
-        try:
-            max_bytes = int(float(max_mb) * MB) if max_mb else DEFAULT_MAX_BYTES
-        except ValueError:
-            raise ConfigError(f"TABLEBOT_MAX_FILE_MB must be a number of megabytes, not {max_mb!r}") from None
-        if max_bytes <= 0:
-            raise ConfigError("TABLEBOT_MAX_FILE_MB must be more than 0")
-        hosts = _split(env.get("TABLEBOT_SLACK_FILE_HOSTS", "")) or list(DEFAULT_SLACK_FILE_HOSTS)
+    def from_settings(cls, settings: Settings) -> SourceSettings:
         return cls(
-            max_bytes=max_bytes,
-            slack_file_hosts=tuple(h.lower() for h in hosts),
-            allow_http=env.get("TABLEBOT_ALLOW_HTTP_DOWNLOADS", "").strip().lower() in ("1", "true", "yes"),
-            s3_allowed_prefixes=parse_s3_allow_list(_split(env.get("TABLEBOT_S3_ALLOWED_PREFIXES", ""))),
+            max_bytes=settings.max_file_bytes,
+            slack_file_hosts=tuple(h.lower() for h in settings.slack_file_hosts),
+            allow_http=settings.allow_http_downloads,
+            s3_allowed_prefixes=parse_s3_allow_list(settings.s3_allowed_prefixes),
         )
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def parse_s3_allow_list(entries: Iterable[str]) -> tuple[S3Prefix, ...]:

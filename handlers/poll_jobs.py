@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bot.poller import Poller
-from bot.secrets import load_ssm_environment
+from bot.secrets import load_ssm_secrets
+from bot.settings import POLL_FUNCTION
 from bot.wiring import build_poller
 
 # Built on the first invocation and kept while the container is warm (connections, tokens, limiters).
@@ -17,7 +18,7 @@ _MARGIN_SECONDS = 10.0
 def handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     poller = _built.get("poller")
     if poller is None:
-        load_ssm_environment()
+        load_ssm_secrets(POLL_FUNCTION)
         poller = _built["poller"] = build_poller()
     run_seconds = poller.settings.run_seconds
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):

@@ -6,7 +6,6 @@ lazy listeners (it needs `lambda:InvokeFunction` on itself).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -32,10 +31,11 @@ def make_handler(app: App, *, lambda_client: Any = None) -> Handle:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     handle = _built.get("handle")
     if handle is None:
-        from bot.secrets import load_ssm_environment
+        from bot.secrets import load_ssm_secrets
+        from bot.settings import SLACK_FUNCTION
         from bot.slack.app import build_app
         from bot.slack.wiring import build_slack_deps
 
-        load_ssm_environment()
-        handle = _built["handle"] = make_handler(build_app(build_slack_deps(os.environ)))
+        load_ssm_secrets(SLACK_FUNCTION)
+        handle = _built["handle"] = make_handler(build_app(build_slack_deps()))
     return handle(event, context)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from bot.poller import PollerSettings
+from bot.settings import POLL_FUNCTION, SLACK_FUNCTION, secret_names
 from bot.sources import DEFAULT_MAX_BYTES, S3Prefix, parse_s3_allow_list
 from bot.staging.layout import DEFAULT_RETENTION, UPLOADS_PREFIX
 from bot.store.dynamodb import TABLE_DEFINITION_PATH
@@ -149,6 +150,8 @@ def test_the_calls_are_found_in_the_code() -> None:
 def test_no_wildcard_actions_or_resources_in_any_allow(resources: dict[str, Any]) -> None:
     for role in ("SlackRole", "PollerRole"):
         for statement in role_statements(resources, role):
+            if statement["Effect"] == "Deny":
+                continue  # a Deny narrows what an Allow grants
             assert statement["Effect"] == "Allow"
             for action in as_list(statement["Action"]):
                 assert "*" not in action, f"{role} {statement['Sid']}: wildcard action {action}"
@@ -207,10 +210,21 @@ def test_secrets_are_read_at_run_time_under_the_stage_path_only(
     assert "${ssm:" not in text, "deploy-time SSM resolution fails offline and puts secrets in the template"
     for role in ("SlackRole", "PollerRole"):
         statements = role_statements(resources, role)
-        assert granted(statements, "ssm") <= {"ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter"}
-        for action in granted(statements, "ssm"):
-            for resource in resources_of(statements, action):
-                assert re.search(r":parameter/tablebot/\$\{sls:stage\}(/\*)?$", resource["Fn::Sub"]), resource
+        # By name only (bot/secrets.py reads an allow-list), never the whole path.
+        assert granted(statements, "ssm") == {"ssm:GetParameters"}
+        allowed = [s for s in statements if s["Effect"] == "Allow"]
+        for resource in resources_of(allowed, "ssm:GetParameters"):
+            assert re.search(r":parameter/tablebot/\$\{sls:stage\}/\*$", resource["Fn::Sub"]), resource
+    # Each function reads only its own secrets: the poller is denied the Slack signing secret.
+    denied = [
+        r["Fn::Sub"].rsplit("/", 1)[-1]
+        for s in role_statements(resources, "PollerRole")
+        if s["Effect"] == "Deny"
+        for r in as_list(s["Resource"])
+    ]
+    poll_secrets = set(secret_names(POLL_FUNCTION))
+    assert "SLACK_SIGNING_SECRET" in denied and not poll_secrets & set(denied)
+    assert "SLACK_SIGNING_SECRET" in secret_names(SLACK_FUNCTION)
 
 
 def test_every_environment_variable_set_is_one_the_code_reads(service: dict[str, Any]) -> None:

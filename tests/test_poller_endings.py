@@ -16,7 +16,8 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.config import TablesFile
-from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, RetryRefused, ending_metadata
+from bot.errors import Refused
+from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, ending_metadata
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
 from bot.staging.layout import normalized_key
@@ -110,7 +111,7 @@ def test_failed_job_offers_retry_and_retry_posts_the_new_ending(world: World, bi
     service = world.service()
     queued = service.retry_job(job.job_id, ALICE)
     assert queued.state is S.QUEUED and not queued.notified and queued.upstream_parts == ()
-    with pytest.raises(RetryRefused, match="not failed"):
+    with pytest.raises(Refused, match="not failed"):
         service.retry_job(job.job_id, ALICE)
     run_until([world.poller(service)], all_ended(world.store, [job]))
 
@@ -327,7 +328,7 @@ def test_restore_previous_sends_the_earlier_version_and_the_table_is_as_it_was(
     world: World, bigpanda_upstream: Upstream
 ) -> None:
     service = world.service()
-    with pytest.raises(RetryRefused, match="no successful upload"):
+    with pytest.raises(Refused, match="no successful upload"):
         service.restore_previous("hosts", ALICE)
     first = world.queue_job("hosts", HOSTS_CSV, sha256=hashlib.sha256(HOSTS_CSV).hexdigest())
     run_until([world.poller(service)], all_ended(world.store, [first]))

@@ -22,9 +22,11 @@ import httpx
 import pytest
 
 from bot.config import TableConfig, TablesFile
+from bot.errors import ConfigError
 from bot.intake import Fetcher, Intake, IntakeResult, IntakeSettings, SlackFileRef, Upload
 from bot.schema import TableSchema
 from bot.service import PollSettings
+from bot.settings import load_settings
 from bot.sources import SourceSettings
 from bot.staging import FolderStaging
 from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, create_table
@@ -266,12 +268,12 @@ def test_an_approval_before_the_deadline_is_not_cancelled(world: World, bigpanda
 
 
 def test_the_intake_settings_come_from_the_environment() -> None:
-    settings = IntakeSettings.from_env(
-        {"TABLEBOT_INTAKE_LEASE_SECONDS": "1200", "TABLEBOT_APPROVAL_TIMEOUT_SECONDS": "7200"}
+    settings = IntakeSettings.from_settings(
+        load_settings({"TABLEBOT_INTAKE_LEASE_SECONDS": "1200", "TABLEBOT_APPROVAL_TIMEOUT_SECONDS": "7200"})
     )
     assert (settings.lease_seconds, settings.approval_timeout_seconds) == (1200.0, 7200.0)
-    assert IntakeSettings.from_env({}) == IntakeSettings(lease_seconds=960.0, approval_timeout_seconds=86400.0)
-    from bot.config import ConfigError
-
-    with pytest.raises(ConfigError, match="TABLEBOT_APPROVAL_TIMEOUT_SECONDS must be a positive"):
-        IntakeSettings.from_env({"TABLEBOT_APPROVAL_TIMEOUT_SECONDS": "0"})
+    assert IntakeSettings.from_settings(load_settings({})) == IntakeSettings(
+        lease_seconds=960.0, approval_timeout_seconds=86400.0
+    )
+    with pytest.raises(ConfigError, match="TABLEBOT_APPROVAL_TIMEOUT_SECONDS must be a positive number"):
+        IntakeSettings.from_settings(load_settings({"TABLEBOT_APPROVAL_TIMEOUT_SECONDS": "0"}))

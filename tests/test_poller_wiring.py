@@ -10,14 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.config import ConfigError, TablesFile
+from bot.config import TablesFile
+from bot.errors import ConfigError
 from bot.service import Ending
+from bot.settings import load_settings
 from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
 from bot.targets import LimiterRegistry
 from bot.targets.base import DEFAULT_PACING
-from bot.wiring import TargetClients, poll_settings_from_env
+from bot.wiring import TargetClients, poll_settings
 from devtools.slack_api import LocalSlackApi
 from handlers import poll_jobs
 from tests.fixtures_upstream import SANDBOX_ENV
@@ -80,12 +82,12 @@ def test_handler_builds_from_the_environment_and_ends_a_job(
 
 
 def test_settings_refuse_nonsense_with_the_variable_named() -> None:
-    assert poll_settings_from_env({"TABLEBOT_JOB_TIMEOUT_SECONDS": "90"}).job_timeout_seconds == 90
-    assert poll_settings_from_env({"TABLEBOT_NOTICE_LEASE_SECONDS": "45"}).notice_lease_seconds == 45
+    assert poll_settings(load_settings({"TABLEBOT_JOB_TIMEOUT_SECONDS": "90"})).job_timeout_seconds == 90
+    assert poll_settings(load_settings({"TABLEBOT_NOTICE_LEASE_SECONDS": "45"})).notice_lease_seconds == 45
     with pytest.raises(ConfigError, match="TABLEBOT_LEASE_SECONDS"):
-        poll_settings_from_env({"TABLEBOT_LEASE_SECONDS": "soon"})
+        poll_settings(load_settings({"TABLEBOT_LEASE_SECONDS": "soon"}))
     with pytest.raises(ConfigError, match="positive"):
-        poll_settings_from_env({"TABLEBOT_POLL_FIRST_CHECK_SECONDS": "0"})
+        poll_settings(load_settings({"TABLEBOT_POLL_FIRST_CHECK_SECONDS": "0"}))
 
 
 def _job() -> Job:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import handlers.slack_events as entry
-from bot.config import ConfigError
+from bot.errors import ConfigError
 from bot.slack.app import build_app
 from bot.slack.wiring import build_slack_deps
 from devtools.slack_api import LocalSlackApi

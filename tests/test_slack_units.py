@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_tables_file
+from bot.config import load_tables_file
+from bot.errors import ConfigError
 from bot.preview import diff_versions
 from bot.slack.commands import parse_command
 from bot.slack.permissions import GroupCache, Permissions, policy_for

@@ -14,9 +14,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from bot.errors import SourceError
 from bot.sources import (
     S3Location,
-    SourceError,
     SourceSettings,
     StagedFile,
     check_s3_allowed,

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.config import ConfigError
-from bot.sources import SourceError, SourceSettings, StagedFile, stage_slack_file
+from bot.errors import ConfigError, SourceError
+from bot.settings import load_settings
+from bot.sources import SourceSettings, StagedFile, stage_slack_file
 from bot.staging import FolderStaging, S3Staging, Staging
 from bot.staging.folder import TMP_DIR_NAME
 
@@ -403,26 +404,28 @@ def test_plain_http_needs_the_setting(
     assert file_host.requests == []
 
 
-def test_settings_from_env() -> None:
-    settings = SourceSettings.from_env(
-        {
-            "TABLEBOT_MAX_FILE_MB": "50",
-            "TABLEBOT_SLACK_FILE_HOSTS": "files.slack.com, Files-Edge.Slack.com",
-            "TABLEBOT_S3_ALLOWED_PREFIXES": "s3://ops-tables/uploads, s3://other-bucket/",
-        }
+def test_source_settings_from_the_environment() -> None:
+    settings = SourceSettings.from_settings(
+        load_settings(
+            {
+                "TABLEBOT_MAX_FILE_MB": "50",
+                "TABLEBOT_SLACK_FILE_HOSTS": "files.slack.com, Files-Edge.Slack.com",
+                "TABLEBOT_S3_ALLOWED_PREFIXES": "s3://ops-tables/uploads, s3://other-bucket/",
+            }
+        )
     )
     assert settings.max_bytes == 50 * MB
     assert settings.slack_file_hosts == ("files.slack.com", "files-edge.slack.com")
     assert settings.allow_http is False
     assert [p.uri for p in settings.s3_allowed_prefixes] == ["s3://ops-tables/uploads/", "s3://other-bucket/"]
 
-    defaults = SourceSettings.from_env({})
+    defaults = SourceSettings.from_settings(load_settings({}))
     assert (defaults.max_bytes, defaults.slack_file_hosts, defaults.s3_allowed_prefixes) == (
         500 * MB,
         ("files.slack.com",),
         (),
     )
     with pytest.raises(ConfigError, match="TABLEBOT_MAX_FILE_MB"):
-        SourceSettings.from_env({"TABLEBOT_MAX_FILE_MB": "lots"})
+        SourceSettings.from_settings(load_settings({"TABLEBOT_MAX_FILE_MB": "lots"}))
     with pytest.raises(ConfigError, match="s3://bucket/folder/"):
-        SourceSettings.from_env({"TABLEBOT_S3_ALLOWED_PREFIXES": "https://ops-tables/uploads/"})
+        SourceSettings.from_settings(load_settings({"TABLEBOT_S3_ALLOWED_PREFIXES": "https://ops-tables/uploads/"}))

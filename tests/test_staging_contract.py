@@ -15,13 +15,8 @@ from typing import Any
 
 import pytest
 
-from bot.staging import (
-    FolderStaging,
-    InvalidStagingKey,
-    S3Staging,
-    StagedKeyNotFound,
-    Staging,
-)
+from bot.errors import InvalidStagingKey, StagedKeyNotFound
+from bot.staging import FolderStaging, S3Staging, Staging
 from bot.staging.folder import TMP_DIR_NAME
 
 MIB = 1024 * 1024

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.staging import FolderStaging, InvalidStagingKey, S3Staging, staging_from_env
+from bot.errors import InvalidStagingKey
+from bot.settings import load_settings
+from bot.staging import FolderStaging, S3Staging, staging_from_settings
 from bot.staging.layout import (
     DEFAULT_RETENTION,
     normalized_key,
@@ -90,14 +92,15 @@ def test_purge_expired_removes_uploads_past_retention_only(staging: FolderStagin
     assert purge_expired(staging, now=later) == [original_key("hosts", "recent")]
 
 
-def test_staging_from_env_picks_the_folder_or_the_bucket(tmp_path: Path, s3_client: Any) -> None:
-    folder = staging_from_env({"TABLEBOT_STAGING_DIR": str(tmp_path / "local")})
+def test_staging_from_settings_picks_the_folder_or_the_bucket(tmp_path: Path, s3_client: Any) -> None:
+    folder = staging_from_settings(load_settings({"TABLEBOT_STAGING_DIR": str(tmp_path / "local")}))
     assert isinstance(folder, FolderStaging)
     assert folder.root == (tmp_path / "local").resolve()
 
     prefix = f"env-tests/{uuid.uuid4().hex}"
-    s3 = staging_from_env(
-        {"TABLEBOT_STAGING_BUCKET": "tablebot-startup-probe", "TABLEBOT_STAGING_PREFIX": prefix}, s3_client=s3_client
+    s3 = staging_from_settings(
+        load_settings({"TABLEBOT_STAGING_BUCKET": "tablebot-startup-probe", "TABLEBOT_STAGING_PREFIX": prefix}),
+        s3_client=s3_client,
     )
     assert isinstance(s3, S3Staging)
     s3.put("uploads/t/j/original.csv", [b"a,b\n"])

@@ -13,18 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from bot.store import (
-    ALLOWED_TRANSITIONS,
-    DEFAULT_RETENTION,
-    InvalidTransition,
-    Job,
-    JobConflict,
-    JobNotFound,
-    JobState,
-    JobStore,
-    LeaseHeld,
-    UpstreamPart,
-)
+from bot.errors import InvalidTransition, JobConflict, JobNotFound, LeaseHeld
+from bot.store import ALLOWED_TRANSITIONS, DEFAULT_RETENTION, Job, JobState, JobStore, UpstreamPart
 from tests.store_support import START, Backend, dynamodb_backend, new_job, sqlite_backend
 
 S = JobState

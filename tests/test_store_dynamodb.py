@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.store import DynamoJobStore, JobConflict, JobState, LeaseHeld, StoreUnavailable, create_table
+from bot.errors import JobConflict, LeaseHeld, StoreUnavailable
+from bot.store import DynamoJobStore, JobState, create_table
 from bot.store.dynamodb import DUE_INDEX, TABLE_DEFINITION_PATH, TABLE_INDEX, TIME_INDEX
 from tests.fixtures_servers import free_port
 from tests.store_support import START, LossyProxy, ManualClock, dynamodb_client, new_job

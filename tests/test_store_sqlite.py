@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bot.store import JobConflict, JobNotFound, JobState, SqliteJobStore, StoreUnavailable
+from bot.errors import JobConflict, JobNotFound, StoreUnavailable
+from bot.store import JobState, SqliteJobStore
 from bot.store.model import Job
 from tests.store_support import START, ManualClock, new_job
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from bot.config import TablesFile, load_tables_file, parse_tables
-from bot.targets import BytesSource, FileSource, LimiterRegistry, UpstreamError, UpstreamJob, build_client
+from bot.errors import UpstreamError
+from bot.targets import BytesSource, FileSource, LimiterRegistry, UpstreamJob, build_client
 from bot.targets.bigpanda import BigPandaClient
 from tests.fixtures_upstream import SANDBOX_ENV, Upstream, write_tables_file
 

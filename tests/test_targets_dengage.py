@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from bot.config import TablesFile, parse_tables
-from bot.targets import BytesSource, FileSource, LimiterRegistry, UpstreamError, UpstreamJob, build_client
+from bot.errors import UpstreamError
+from bot.targets import BytesSource, FileSource, LimiterRegistry, UpstreamJob, build_client
 from bot.targets.dengage import DengageClient, _json_chunks, plan_parts
 from bot.targets.runner import run_upload
 from tests.fixtures_upstream import PART_SPACING, SANDBOX_ENV, Upstream

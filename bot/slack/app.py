@@ -25,24 +25,17 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.config import ConfigError, TablesFile
-from bot.intake import (
-    FileRef,
-    Intake,
-    IntakeResult,
-    Refused,
-    S3Ref,
-    SlackFileRef,
-    Upload,
-    state_words,
-)
+from bot.config import TablesFile
+from bot.errors import ConfigError, Refused, SourceError, StoreError
+from bot.intake import FileRef, Intake, IntakeResult, S3Ref, SlackFileRef, Upload, state_words
 from bot.preview import ChangePreview
-from bot.service import TARGET_LABELS, JobService, RetryRefused
+from bot.service import TARGET_LABELS, JobService
 from bot.slack import messages as m
 from bot.slack.commands import USAGE, Command, parse_command
+from bot.slack.errors import reply_for
 from bot.slack.permissions import Permissions, mentions, policy_for
-from bot.sources import SourceError, SourceSettings, check_s3_allowed
-from bot.store import Job, JobState, JobStore, StoreError
+from bot.sources import SourceSettings, check_s3_allowed
+from bot.store import Job, JobState, JobStore
 from bot.validation import Report
 
 log = logging.getLogger(__name__)
@@ -443,7 +436,7 @@ class Front:
         try:
             check_s3_allowed(parsed.uri, self.deps.source_settings.s3_allowed_prefixes)
         except SourceError as exc:
-            say(f":no_entry: Not uploaded. {exc.message}")
+            say(reply_for(exc))
             return
         ref = S3Ref(parsed.uri)
         try:
@@ -480,7 +473,7 @@ class Front:
         try:
             check_s3_allowed(parsed.uri, self.deps.source_settings.s3_allowed_prefixes)
         except SourceError as exc:
-            say(f":no_entry: {exc.message}")
+            say(reply_for(exc))
             return
         say(*self.dry_run_message(parsed.table, S3Ref(parsed.uri)))
 
@@ -581,8 +574,8 @@ class Front:
     def restore(self, table: str, actor: str, channel: str, thread_ts: str | None) -> None:
         try:
             job = self.deps.service.restore_previous(table, actor, channel_id=channel, thread_ts=thread_ts)
-        except (RetryRefused, ConfigError) as exc:
-            self.reply(channel, thread_ts, *m.plain(f":x: Not restored: {exc}."))
+        except (Refused, ConfigError) as exc:
+            self.reply(channel, thread_ts, *m.plain(reply_for(exc)))
             return
         text, blocks = m.intake_status(
             job, f"Restoring `{table}` from job `{job.source.removeprefix('restore:')}`: queued…", icon=":rewind:"
@@ -654,8 +647,8 @@ class Front:
                 job = self.deps.service.retry_job(job_id, user)
                 note = f":repeat: Retry by <@{user}>: the same validated file is queued again."
                 self.set_status(job, f"Retry by <@{user}>; queued for upload…", icon=":repeat:", cancellable=True)
-        except (Refused, RetryRefused) as exc:
-            self.tell(channel, user, str(exc), thread_ts)
+        except Refused as exc:
+            self.tell(channel, user, reply_for(exc), thread_ts)
             return
         if message.get("ts") and what in ("approve", "reject", "confirm"):
             # The decision is taken: the buttons go, the message says who decided.

@@ -19,7 +19,8 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.service import ENDING_EVENT_TYPE, Ending, NoticeFailed, ending_metadata
+from bot.errors import NoticeFailed
+from bot.service import ENDING_EVENT_TYPE, Ending, ending_metadata
 from bot.slack.messages import ending_message, progress_message, status_message
 from bot.store import Job
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.config import ConfigError, TableConfig, TablesFile
+from bot.config import TableConfig, TablesFile
+from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,10 @@
-"""Builds the Slack front end's parts from environment settings (`build_slack_deps`).
-
-| variable | what | default |
-|---|---|---|
-| `SLACK_BOT_TOKEN` | the bot token (`xoxb-...`) | required |
-| `SLACK_SIGNING_SECRET` | verifies requests from Slack (HTTP / Lambda) | required over HTTP |
-| `SLACK_API_BASE_URL` | the Slack Web API (a local server in tests) | Slack itself |
-| `TABLEBOT_SLASH_COMMAND` | the slash command's name | `/table` |
-| `TABLEBOT_USERGROUP_CACHE_SECONDS` | how long a user group's members are kept | 60 |
-| store, staging, targets, sources | as in `bot.wiring` and `bot.sources.SourceSettings.from_env` | |
+"""Builds the Slack front end's parts from the typed settings (`build_slack_deps`); every
+variable it reads is defined in `bot.settings`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -22,28 +12,29 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot.config import ConfigError, Settings, TableConfig, TablesFile
+from bot.config import TableConfig, TablesFile, load_tables
+from bot.errors import ConfigError
 from bot.intake import Fetcher, Intake, IntakeSettings
 from bot.schema import TableSchema
+from bot.settings import Settings, load_settings
 from bot.slack.app import SlackDeps
 from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
-from bot.staging import Staging, staging_from_env
+from bot.staging import Staging, staging_from_settings
 from bot.store import JobStore
-from bot.wiring import UPSTREAM_TIMEOUT, TargetClients, build_service, store_from_env
+from bot.wiring import UPSTREAM_TIMEOUT, TargetClients, build_service, store_from_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-def slack_client(env: Mapping[str, str]) -> WebClient:
-    token = env.get("SLACK_BOT_TOKEN")
-    if not token:
+def slack_client(settings: Settings) -> WebClient:
+    if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN is not set: the bot cannot talk to Slack")
     # 429s are retried inside the call (Retry-After honoured), twice, then surface as errors.
     return WebClient(
-        token=token,
-        base_url=env.get("SLACK_API_BASE_URL") or WebClient.BASE_URL,
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_base_url or WebClient.BASE_URL,
         timeout=15,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)],
     )
@@ -63,6 +54,7 @@ def _group_fetcher(client: WebClient) -> Callable[[str], Iterable[str]]:
 def build_slack_deps(
     environ: Mapping[str, str] | None = None,
     *,
+    settings: Settings | None = None,
     tables: TablesFile | None = None,
     store: JobStore | None = None,
     staging: Staging | None = None,
@@ -71,37 +63,32 @@ def build_slack_deps(
     s3_client: S3Client | None = None,
 ) -> SlackDeps:
     """Everything the Bolt app needs, from the environment (parts may be given, e.g. in tests)."""
-    env = os.environ if environ is None else environ
-    tables = tables or Settings.from_env(env).load_tables()
-    store = store or store_from_env(env)
-    staging = staging or staging_from_env(env)
-    client = client or slack_client(env)
+    settings = settings or load_settings(environ)
+    tables = tables or load_tables(settings)
+    store = store or store_from_settings(settings)
+    staging = staging or staging_from_settings(settings)
+    client = client or slack_client(settings)
     http = http or httpx.Client(timeout=UPSTREAM_TIMEOUT)
-    sources = SourceSettings.from_env(env)
+    sources = SourceSettings.from_settings(settings)
     if s3_client is None and sources.s3_allowed_prefixes:
         import boto3  # only when S3 reads are allowed at all
 
         s3_client = boto3.client("s3")
-    targets = TargetClients(http, env)
+    targets = TargetClients(http, environ)
 
     def schema_for(table: TableConfig) -> TableSchema:
         return table.configured_schema() or targets(table).fetch_schema(table)
 
-    work_dir = env.get("TABLEBOT_WORK_DIR")
     intake = Intake(
         store,
         staging,
         tables,
         schema_for,
-        Fetcher(http, str(env.get("SLACK_BOT_TOKEN", "")), sources, s3_client),
-        work_dir=Path(work_dir) if work_dir else None,
-        settings=IntakeSettings.from_env(env),
+        Fetcher(http, settings.slack_bot_token or "", sources, s3_client),
+        work_dir=settings.work_dir,
+        settings=IntakeSettings.from_settings(settings),
     )
-    service = build_service(env, tables=tables, store=store, staging=staging, http=http)
-    try:
-        ttl = float(env.get("TABLEBOT_USERGROUP_CACHE_SECONDS", "60"))
-    except ValueError:
-        raise ConfigError("TABLEBOT_USERGROUP_CACHE_SECONDS must be a number of seconds") from None
+    service = build_service(settings, environ=environ, tables=tables, store=store, staging=staging, http=http)
     fetch = _group_fetcher(client)
     return SlackDeps(
         tables=tables,
@@ -109,8 +96,8 @@ def build_slack_deps(
         intake=intake,
         service=service,
         client=client,
-        permissions=Permissions(tables, GroupCache(fetch, ttl_seconds=ttl)),
+        permissions=Permissions(tables, GroupCache(fetch, ttl_seconds=settings.usergroup_cache_seconds)),
         source_settings=sources,
-        signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
-        command=env.get("TABLEBOT_SLASH_COMMAND", "/table"),
+        signing_secret=settings.slack_signing_secret,
+        command=settings.slash_command,
     )

@@ -6,19 +6,11 @@ One contract (`Staging`), two implementations: `S3Staging` (production) and `Fol
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bot.staging.base import (
-    BlobInfo,
-    InvalidStagingKey,
-    PutResult,
-    StagedKeyNotFound,
-    Staging,
-    StagingError,
-    StagingUnavailable,
-)
+from bot.errors import InvalidStagingKey, StagedKeyNotFound, StagingError, StagingUnavailable
+from bot.settings import Settings
+from bot.staging.base import BlobInfo, PutResult, Staging
 from bot.staging.folder import FolderStaging
 from bot.staging.s3 import S3Staging
 
@@ -35,20 +27,16 @@ __all__ = [
     "Staging",
     "StagingError",
     "StagingUnavailable",
-    "staging_from_env",
+    "staging_from_settings",
 ]
 
 
-def staging_from_env(environ: Mapping[str, str] | None = None, s3_client: S3Client | None = None) -> Staging:
-    """S3 staging when TABLEBOT_STAGING_BUCKET is set (prefix TABLEBOT_STAGING_PREFIX, default
-    `staging/`), else a folder (TABLEBOT_STAGING_DIR, default `.tablebot/staging`).
-    """
-    env = os.environ if environ is None else environ
-    bucket = env.get("TABLEBOT_STAGING_BUCKET")
-    if bucket:
+def staging_from_settings(settings: Settings, s3_client: S3Client | None = None) -> Staging:
+    """S3 staging when `TABLEBOT_STAGING_BUCKET` is set, else a local folder (`bot.settings`)."""
+    if settings.staging_bucket:
         if s3_client is None:
             import boto3  # AWS_ENDPOINT_URL, when set, points it at a local S3
 
             s3_client = boto3.client("s3")
-        return S3Staging(s3_client, bucket, prefix=env.get("TABLEBOT_STAGING_PREFIX", "staging/"))
-    return FolderStaging(env.get("TABLEBOT_STAGING_DIR", ".tablebot/staging"))
+        return S3Staging(s3_client, settings.staging_bucket, prefix=settings.staging_prefix)
+    return FolderStaging(settings.staging_dir)

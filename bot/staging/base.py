@@ -20,6 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from bot.errors import InvalidStagingKey, StagedKeyNotFound, StagingError, StagingUnavailable
+
+__all__ = [
+    "CHUNK_SIZE",
+    "BlobInfo",
+    "InvalidStagingKey",
+    "PutResult",
+    "StagedKeyNotFound",
+    "Staging",
+    "StagingError",
+    "StagingUnavailable",
+]
+
 # Reads from file-like inputs and downloads go in chunks of this size: big enough to be fast,
 # small enough that memory stays flat.
 CHUNK_SIZE = 1024 * 1024
@@ -27,29 +40,6 @@ MAX_KEY_LENGTH = 1024
 
 # Control characters and the backslash have no business in a key and could mean a path elsewhere.
 _FORBIDDEN_IN_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-class StagingError(Exception):
-    """Staging could not do what was asked; the message names the key, never file contents."""
-
-
-class InvalidStagingKey(StagingError, ValueError):
-    """A key that could escape its folder or is not a plain relative name."""
-
-
-class StagedKeyNotFound(StagingError, KeyError):
-    """Nothing is stored under the key (it was never written, was deleted, or expired)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-    def __str__(self) -> str:
-        return f"no staged file under {self.key!r} (never stored, deleted, or expired)"
-
-
-class StagingUnavailable(StagingError):
-    """The storage behind staging failed (S3 error, disk full); retrying later may work."""
 
 
 @dataclass(frozen=True)

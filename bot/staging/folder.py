@@ -17,17 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from bot.staging.base import (
-    BlobInfo,
-    InvalidStagingKey,
-    PutResult,
-    StagedKeyNotFound,
-    StagingError,
-    StagingUnavailable,
-    iter_chunks,
-    validate_key,
-    validate_prefix,
-)
+from bot.errors import InvalidStagingKey, StagedKeyNotFound, StagingError, StagingUnavailable
+from bot.staging.base import BlobInfo, PutResult, iter_chunks, validate_key, validate_prefix
 
 TMP_DIR_NAME = ".staging-tmp"
 

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.staging.base import InvalidStagingKey, Staging
+from bot.errors import InvalidStagingKey
+from bot.staging.base import Staging
 
 UPLOADS_PREFIX = "uploads/"
 ORIGINAL_NAME = "original.csv"

@@ -22,16 +22,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.staging.base import (
-    BlobInfo,
-    InvalidStagingKey,
-    PutResult,
-    StagedKeyNotFound,
-    StagingUnavailable,
-    iter_chunks,
-    validate_key,
-    validate_prefix,
-)
+from bot.errors import InvalidStagingKey, StagedKeyNotFound, StagingUnavailable
+from bot.staging.base import BlobInfo, PutResult, iter_chunks, validate_key, validate_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -4,8 +4,8 @@
 demo) implement it and pass the same contract tests. The allowed state changes are in `states`.
 """
 
+from bot.errors import InvalidTransition, JobConflict, JobNotFound, LeaseHeld, StoreError, StoreUnavailable
 from bot.store.dynamodb import DynamoJobStore, create_table, load_table_definition
-from bot.store.errors import InvalidTransition, JobConflict, JobNotFound, LeaseHeld, StoreError, StoreUnavailable
 from bot.store.model import (
     Clock,
     GateDecision,

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.store.errors import JobConflict, JobNotFound, StoreUnavailable
+from bot.errors import JobConflict, JobNotFound, StoreUnavailable
 from bot.store.model import (
     JOB_TIME_FIELDS,
     Clock,

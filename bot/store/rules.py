@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Final, Literal
 
-from bot.store.errors import InvalidTransition, JobConflict, LeaseHeld
+from bot.errors import InvalidTransition, JobConflict, LeaseHeld
 from bot.store.model import (
     CHANGEABLE_FIELDS,
     GateDecision,

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.store.errors import JobConflict, JobNotFound, StoreUnavailable
+from bot.errors import JobConflict, JobNotFound, StoreUnavailable
 from bot.store.model import (
     Clock,
     GateDecision,

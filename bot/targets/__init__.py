@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import httpx
 
 from bot.config import TableConfig, TargetConfig
+from bot.errors import UpstreamError
 from bot.schema import TableSchema
 from bot.targets.base import (
     DEFAULT_PACING,
@@ -26,7 +27,6 @@ from bot.targets.base import (
     Sleep,
     TableSpacer,
     TargetClient,
-    UpstreamError,
     UpstreamJob,
     UpstreamStatus,
 )

@@ -22,10 +22,10 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from bot.config import TableConfig
+from bot.errors import UpstreamError
 from bot.schema import TableSchema
 
 JobState = Literal["running", "done", "failed"]
-ErrorKind = Literal["rejected", "auth", "unreachable", "rate_limited", "server"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -52,31 +52,6 @@ class UpstreamStatus:
     state: JobState
     reason: str | None
     raw_status: str
-
-
-class UpstreamError(Exception):
-    """The vendor refused, failed or could not be reached. `message` never holds a secret."""
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        status_code: int | None = None,
-        may_have_started: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.message = message
-        self.status_code = status_code
-        # True when the request may have been applied although no answer says so.
-        self.may_have_started = may_have_started
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in ("unreachable", "rate_limited", "server") and not self.may_have_started
 
 
 class ByteSource(Protocol):

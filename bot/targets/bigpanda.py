@@ -26,18 +26,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot.config import TableConfig, TargetConfig
+from bot.errors import UpstreamError
 from bot.schema import Column, TableSchema
-from bot.targets.base import (
-    ByteSource,
-    RateLimiter,
-    RetryPolicy,
-    Sender,
-    Sleep,
-    UpstreamError,
-    UpstreamJob,
-    UpstreamStatus,
-    truncate,
-)
+from bot.targets.base import ByteSource, RateLimiter, RetryPolicy, Sender, Sleep, UpstreamJob, UpstreamStatus, truncate
 
 PATHS: Mapping[str, Mapping[str, str]] = {
     "2.1": {

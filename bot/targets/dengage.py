@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 
 from bot.config import TableConfig, TargetConfig
+from bot.errors import UpstreamError
 from bot.schema import Column, ColumnType, TableSchema
 from bot.targets.base import (
     ByteSource,
@@ -58,7 +59,6 @@ from bot.targets.base import (
     Sender,
     Sleep,
     TableSpacer,
-    UpstreamError,
     UpstreamJob,
     UpstreamStatus,
     first_line,

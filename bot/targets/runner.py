@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from bot.config import TableConfig
-from bot.targets.base import ByteSource, Clock, FileSource, Sleep, UpstreamError, UpstreamJob, UpstreamStatus
+from bot.errors import UpstreamError
+from bot.targets.base import ByteSource, Clock, FileSource, Sleep, UpstreamJob, UpstreamStatus
 from bot.targets.bigpanda import BigPandaClient
 from bot.targets.dengage import DengageClient
 

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from bot.errors import InputError
 from bot.validation import codes
 from bot.validation.model import IssueCollector, Severity
 
@@ -48,14 +49,9 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class FatalInput(Exception):
-    """The input cannot be validated further; carries the one issue that says why."""
-
-    def __init__(self, code: str, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.line = line
+class FatalInput(InputError):
+    """Raised inside the validator when the input cannot be validated further; the report turns
+    it into the one issue that says why."""
 
 
 class Sink:
