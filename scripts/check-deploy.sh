@@ -41,7 +41,8 @@ if [ ! -f "$tools_stamp" ]; then
 fi
 
 bash scripts/build-lambda.sh "$tables_file"
-.venv/bin/python scripts/lambda_package.py check build/lambda.zip || fail "build/lambda.zip is not fit to deploy"
+.venv/bin/python scripts/lambda_package.py check build/lambda.zip requirements/lambda.txt ||
+  fail "build/lambda.zip is not fit to deploy"
 
 # Two builds of one commit must ship the same thing: the second installs the lock anew.
 LAMBDA_FRESH_DEPS=1 LAMBDA_ZIP=build/lambda-rebuild.zip bash scripts/build-lambda.sh "$tables_file"

@@ -1,20 +1,22 @@
 """The Lambda package (build/lambda.zip): write it reproducibly, check it, compare two builds.
 
     python scripts/lambda_package.py zip DEPS_DIR TABLES_FILE OUT.zip   (scripts/build-lambda.sh)
-    python scripts/lambda_package.py check PACKAGE.zip                   (scripts/check-deploy.sh)
+    python scripts/lambda_package.py check PACKAGE.zip [LOCK.txt]        (scripts/check-deploy.sh)
     python scripts/lambda_package.py compare FIRST.zip SECOND.zip        (scripts/check-deploy.sh)
 
 The zip holds the installed dependencies (requirements/lambda.txt), the packages `bot` and
 `handlers`, and the tables file as `tables.toml`. Every entry gets a fixed time stamp and mode
 and the entries are sorted, so the same inputs give the same bytes. `check` fails when a
 development server is in it (devtools/: the local Slack API server, the sandboxes, the demo) or
-when it unzips to more than Lambda's 250 MB. `compare` fails unless two builds hold the same
+when it unzips to more than Lambda's 250 MB, and, given the lock file, unless it holds exactly the
+distributions and versions the lock pins. `compare` fails unless two builds hold the same
 files with the same contents, and prints the distributions and versions they hold.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 import sys
 import zipfile
@@ -134,6 +136,28 @@ def report(package: Path) -> None:
         )
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_against_lock(package: Path, lock: Path) -> None:
+    """Refuse a package whose distributions are not exactly the lock's pins."""
+    pinned = {
+        _canonical(m[1]): m[2]
+        for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", lock.read_text(), re.MULTILINE)
+    }
+    with zipfile.ZipFile(package) as zf:
+        shipped = {_canonical(name): version for name, version in distributions(zf).items()}
+    if shipped != pinned:
+        differences = [
+            f"{name}: {shipped.get(name, '-')} in the package, {pinned.get(name, '-')} in {lock}"
+            for name in sorted(shipped.keys() | pinned.keys())
+            if shipped.get(name) != pinned.get(name)
+        ]
+        sys.exit(f"lambda-package: {package} does not hold exactly {lock}:\n  " + "\n  ".join(differences))
+    print(f"lambda-package: {package} holds exactly the {len(pinned)} distributions of {lock}")
+
+
 def manifest(package: Path) -> dict[str, str]:
     """Entry name -> sha256 of its contents."""
     with zipfile.ZipFile(package) as zf:
@@ -172,6 +196,9 @@ def main(argv: list[str]) -> None:
             write_zip(Path(deps_dir), Path(tables_file), Path(out))
         case ["check", package]:
             report(Path(package))
+        case ["check", package, lock]:
+            report(Path(package))
+            check_against_lock(Path(package), Path(lock))
         case ["compare", first, second]:
             compare(Path(first), Path(second))
         case _:

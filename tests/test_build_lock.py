@@ -201,3 +201,29 @@ def test_a_package_over_lambdas_limit_is_refused(tmp_path: Path) -> None:
     )
     assert checked.returncode == 1
     assert "over Lambda's limit" in checked.stderr
+
+
+def test_the_package_must_hold_exactly_the_lock(tmp_path: Path) -> None:
+    deps, tables = _tree(tmp_path)
+    assert _zip(tmp_path, deps, tables, "out.zip").returncode == 0
+
+    def check(lock_text: str) -> subprocess.CompletedProcess[str]:
+        lock = tmp_path / "lock.txt"
+        lock.write_text(lock_text)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts/lambda_package.py"), "check", "out.zip", str(lock)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    good = check("# header\nlib-a==1.2.3 \\\n    --hash=sha256:00\n")
+    assert good.returncode == 0, good.stderr
+    assert "holds exactly the 1 distributions" in good.stdout
+    other_version = check("lib_a==1.2.4 \\\n    --hash=sha256:00\n")
+    assert other_version.returncode == 1
+    assert "lib-a: 1.2.3 in the package, 1.2.4 in" in other_version.stderr
+    missing = check("lib-a==1.2.3 \\\n    --hash=sha256:00\nlib-b==2.0 \\\n    --hash=sha256:00\n")
+    assert missing.returncode == 1
+    assert "lib-b: - in the package, 2.0 in" in missing.stderr
