@@ -25,8 +25,14 @@ cd "$(dirname "$0")/.."
 
 uv=.venv/bin/uv
 if [ ! -x "$uv" ]; then
-  echo "lock: $uv is missing; run: bash scripts/setup.sh" >&2
-  exit 2
+  # A fresh clone whose lock lags pyproject.toml (setup.sh stops then): install just the uv the
+  # development lock pins, checked against its hashes.
+  [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+  pinned_uv=$(mktemp)
+  trap 'rm -f "$pinned_uv"' EXIT
+  awk '/^uv==/ {keep = 1; print; next} /^[A-Za-z0-9]/ {keep = 0} keep' requirements/dev.txt >"$pinned_uv"
+  echo "lock: installing $(head -n 1 "$pinned_uv" | cut -d' ' -f1) into .venv"
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r "$pinned_uv"
 fi
 compile() { "$uv" pip compile --quiet --generate-hashes --custom-compile-command "bash scripts/lock.sh" "$@"; }
 
