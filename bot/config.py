@@ -8,6 +8,7 @@ target module and later features (permissions, approvals) own their keys and def
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,77 @@ class TargetConfig:
         return value
 
 
+ANY = "*"
+DEFAULT_MAX_REMOVED_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """A table's permissions and team channels, from `[tables.Y]`; the default is to deny.
+
+    Checked once when the tables file is read (`ACCESS_KEYS`): a wrong type or an id of the wrong
+    kind is a `ConfigError` naming the key and the table, never a silent "nobody may".
+    """
+
+    channels: tuple[str, ...] = ()  # where it may be uploaded from ("*": any channel)
+    users: tuple[str, ...] = ()  # who may upload ("*": anyone in an allowed channel)
+    usergroups: tuple[str, ...] = ()  # user groups whose members may upload
+    approval: bool = False  # a second person must press Approve
+    approvers: tuple[str, ...] = ()  # people (U...) and user groups (S...) who may approve
+    max_removed_share: float = DEFAULT_MAX_REMOVED_SHARE  # BigPanda: more removed rows wait for a Confirm
+    allow_external_users: bool = False  # Slack Connect: people of another organisation may act
+    allow_dms: bool = False  # files may be shared with the bot in a direct message
+    notify_channels: tuple[str, ...] = ()  # every ending is also announced here
+
+    @property
+    def helpers(self) -> tuple[str, ...]:
+        """Who to ask about this table: its approvers, else the people allowed to upload."""
+        return self.approvers or tuple(u for u in (*self.users, *self.usergroups) if u != ANY)
+
+
+# key -> (what it holds, the id prefixes it accepts; None for non-list keys)
+_ID_KEYS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "channels": ("channel ids", ("C", "G"), True),
+    "users": ("user ids", ("U", "W"), True),
+    "usergroups": ("user group ids", ("S",), False),
+    "approvers": ("user or user group ids", ("U", "W", "S"), False),
+    "notify_channels": ("channel ids", ("C", "G"), False),
+}
+_BOOL_KEYS = ("approval", "allow_external_users", "allow_dms")
+ACCESS_KEYS = frozenset({*_ID_KEYS, *_BOOL_KEYS, "max_removed_share"})
+_SLACK_ID = re.compile(r"[A-Z][A-Z0-9]{2,}")
+
+
+def _parse_access(alias: str, raw: Mapping[str, Any], where: str) -> TableAccess:
+    found: dict[str, Any] = {}
+    for key, (what, prefixes, star) in _ID_KEYS.items():
+        value = raw.get(key, [])
+        example = f'{key} = ["{prefixes[0]}0123ABCD"]'
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: [tables.{alias}] {key} must be a list of Slack {what}, e.g. {example}")
+        for item in value:
+            if item == ANY and star:
+                continue
+            if not (_SLACK_ID.fullmatch(item) and item.startswith(prefixes)):
+                allowed = " or ".join(f"{p}..." for p in prefixes) + (' or "*"' if star else "")
+                raise ConfigError(
+                    f"{where}: [tables.{alias}] {key} holds {item!r}, which is not one of its {what} ({allowed}); "
+                    f"Slack ids are in a profile's or channel's details, e.g. {example}"
+                )
+        found[key] = tuple(value)
+    for key in _BOOL_KEYS:
+        value = raw.get(key, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: [tables.{alias}] {key} must be true or false, not {value!r}")
+        found[key] = value
+    share = raw.get("max_removed_share", DEFAULT_MAX_REMOVED_SHARE)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError(
+            f"{where}: [tables.{alias}] max_removed_share must be a number from 0 to 1 (0.2 is 20%), not {share!r}"
+        )
+    return TableAccess(max_removed_share=float(share), **found)
+
+
 @dataclass(frozen=True)
 class TableConfig:
     alias: str
@@ -54,8 +126,10 @@ class TableConfig:
     table_id: str | None = None
     columns: tuple[Column, ...] | None = None
     column_mapping: Mapping[str, str] = field(default_factory=dict)
-    # Everything else under [tables.Y] (permissions, approval, ...).
+    # The target's own table options (D·engage `constants`); every key was checked at load.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Who may upload, approve and hear about this table (validated at load).
+    access: TableAccess = field(default_factory=TableAccess)
 
     @property
     def kind(self) -> TargetKind:
@@ -108,6 +182,9 @@ _TABLE_KEYS = {
     "column_types",
     "query_columns",
 }
+# Table keys a target module reads from `extra` (D·engage: constant values for every row).
+_TARGET_TABLE_KEYS = {"constants"}
+TABLE_KEYS = frozenset(_TABLE_KEYS | _TARGET_TABLE_KEYS | ACCESS_KEYS)
 
 
 def load_tables_file(path: str | Path) -> TablesFile:
@@ -170,6 +247,12 @@ def _parse_table(alias: str, raw: Any, targets: Mapping[str, TargetConfig], wher
         known = ", ".join(sorted(targets)) or "none"
         raise ConfigError(f"{where}: [tables.{alias}] target {target_name!r} is not defined; targets: {known}")
     target = targets[target_name]
+    unknown = sorted(set(raw) - TABLE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: [tables.{alias}] has unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)} (a typo?); the keys are: {', '.join(sorted(TABLE_KEYS))}"
+        )
     if target.kind == "bigpanda" and not raw.get("enrichment_id"):
         raise ConfigError(f"{where}: [tables.{alias}] needs enrichment_id (a BigPanda mapping enrichment)")
     if target.kind == "dengage" and not (raw.get("table_name") or raw.get("table_id")):
@@ -185,7 +268,8 @@ def _parse_table(alias: str, raw: Any, targets: Mapping[str, TargetConfig], wher
         table_id=raw.get("table_id"),
         columns=_parse_columns(alias, raw, target.kind, where),
         column_mapping={str(k): str(v) for k, v in mapping.items()},
-        extra={k: v for k, v in raw.items() if k not in _TABLE_KEYS},
+        extra={k: v for k, v in raw.items() if k not in _TABLE_KEYS and k not in ACCESS_KEYS},
+        access=_parse_access(alias, raw, where),
     )
 
 

@@ -50,7 +50,7 @@ from bot.settings import Settings
 from bot.sources import SourceSettings, StagedFile, stage_s3_object, stage_slack_file
 from bot.staging import Staging
 from bot.staging.layout import job_prefix, normalized_key, original_key, previous_version
-from bot.store import Job, JobState, JobStore, NewJob
+from bot.store import Job, JobChanges, JobState, JobStore, NewJob
 from bot.store.model import utc_now
 from bot.validation import Report, ValidationOptions, summary_line, validate
 
@@ -103,7 +103,16 @@ class S3Ref:
         return self.uri.rstrip("/").rsplit("/", 1)[-1] or self.uri
 
 
-FileRef = SlackFileRef | S3Ref
+@dataclass(frozen=True)
+class StagedRef:
+    """A file already in staging: a table's earlier version, uploaded again by a restore."""
+
+    key: str
+    name: str
+    from_job_id: str
+
+
+FileRef = SlackFileRef | S3Ref | StagedRef
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,15 @@ class Upload:
 
 
 Kind = Literal["invalid", "unreadable", "awaiting_approval", "awaiting_confirmation", "queued", "stopped", "skipped"]
+
+
+def source_of(file: FileRef) -> str:
+    """What a job records as its source: the Slack file id, the S3 URI, or `restore:<job id>`."""
+    if isinstance(file, SlackFileRef):
+        return file.file_id
+    if isinstance(file, StagedRef):
+        return f"restore:{file.from_job_id}"
+    return file.uri
 
 
 @dataclass(frozen=True)
@@ -164,11 +182,24 @@ class Fetcher:
                 declared_size=file.size,
                 settings=self.settings,
             )
+        if isinstance(file, StagedRef):
+            return self._copy_staged(staging, file, key)
         if self.s3_client is None:
             raise SourceError(
                 "not_allowed", "Reading files from S3 is not set up for this bot. Share the CSV in Slack."
             )
         return stage_s3_object(self.s3_client, staging, uri=file.uri, key=key, settings=self.settings)
+
+    @staticmethod
+    def _copy_staged(staging: Staging, file: StagedRef, key: str) -> StagedFile:
+        try:
+            with staging.open(file.key) as source:
+                put = staging.put(key, source)
+        except StagingError as exc:
+            raise SourceError(
+                "not_found", f"The earlier version (job {file.from_job_id}) is no longer in staging ({exc})."
+            ) from None
+        return StagedFile(key=put.key, size=put.size, sha256=put.sha256, file_name=file.name)
 
 
 class Intake:
@@ -202,7 +233,7 @@ class Intake:
             table=table.alias,
             target=table.target.name,
             requested_by=upload.requested_by,
-            source=upload.file.file_id if isinstance(upload.file, SlackFileRef) else upload.file.uri,
+            source=source_of(upload.file),
             file_name=upload.file.name,
             channel_id=upload.channel_id,
             thread_ts=upload.thread_ts,
@@ -319,7 +350,8 @@ class Intake:
         many_removed = preview is not None and preview.old_rows > 0 and preview.removed_share > max_share
         on_valid(job, report, preview, approval or many_removed)
         if approval or many_removed:
-            why = "approval" if approval else f"confirmation: {preview.removed if preview else 0:,} rows removed"
+            removed = f"confirmation: {preview.removed if preview else 0:,} rows removed"
+            why = " and ".join(w for w, needed in (("approval", approval), (removed, many_removed)) if needed)
             # The deadline is the job's next check: the poller cancels it then if nobody answered.
             deadline = utc_now() + timedelta(seconds=self.settings.approval_timeout_seconds)
             job = self.store.transition(
@@ -327,6 +359,7 @@ class Intake:
                 S.AWAITING_APPROVAL,
                 actor=ACTOR,
                 reason=f"valid; waiting for {why}",
+                changes={"needs_approval": approval, "needs_confirmation": many_removed},
                 next_check_at=deadline,
                 release_lease=True,
             )
@@ -377,6 +410,38 @@ class Intake:
             log.exception("job %s: could not record the stop", job.job_id)
             return IntakeResult("stopped", job, message=message)
 
+    # -- a restore -------------------------------------------------------------------------------
+
+    def restore_source(self, table_alias: str) -> StagedRef:
+        """The version a restore sends: the newest earlier good version (the normalized file of the
+        `done` job before the latest `done` one). `Refused` says why there is none, or why this
+        table cannot be restored (a D·engage table is upserted, not replaced)."""
+        table = self.tables.table(table_alias)
+        if table.kind != "bigpanda":
+            raise Refused(
+                f"Table {table.alias} is a D·engage table: uploads are upserted into it, so sending an old file "
+                "again would not take the table back (rows added since would stay, and a table without a "
+                "primary key would get the old rows a second time). Fix its rows with a new upload instead."
+            )
+        done = [j for j in self.store.recent_jobs(table.alias, limit=100) if j.state is S.DONE]
+        if not done:
+            raise Refused(f"Table {table.alias} has no successful upload through the bot to go back from.")
+
+        def was_done(job_id: str) -> bool:
+            try:
+                return self.store.get_job(job_id).state is S.DONE
+            except StoreError:
+                return False
+
+        version = previous_version(self.staging, table.alias, done[0].job_id, accept=was_done)
+        if version is None:
+            raise Refused(
+                f"Table {table.alias} has no earlier successful version still kept (files are kept for a limited "
+                "time): upload the file you want instead."
+            )
+        source = self.store.get_job(version.job_id)
+        return StagedRef(key=version.key, name=source.file_name, from_job_id=version.job_id)
+
     # -- a dry run -------------------------------------------------------------------------------
 
     def dry_run(self, table_alias: str, file: FileRef) -> DryRun:
@@ -405,21 +470,43 @@ class Intake:
         except StoreError:
             raise Refused(f"There is no upload `{job_id}`.") from None
 
-    def release(self, job_id: str, actor: str, *, how: Literal["approved", "confirmed"]) -> Job:
-        """Approve (or Confirm) a job waiting in `awaiting_approval`: it goes to `queued`."""
+    def approve(self, job_id: str, actor: str) -> Job:
+        """An approver's Approve (the caller checked who may): `queued`, unless a large removal
+        still waits for its Confirm."""
+        return self._decide(job_id, actor, "approved")
+
+    def confirm(self, job_id: str, actor: str) -> Job:
+        """The Confirm of a large removal (the requester or an approver): `queued`, unless the
+        table's approval is still to come. Never stands in for an approval."""
+        return self._decide(job_id, actor, "confirmed")
+
+    def _decide(self, job_id: str, actor: str, how: Literal["approved", "confirmed"]) -> Job:
         job = self._job(job_id)
-        for _ in range(2):  # once more if only a lease moved the version (the poller at the deadline)
+        for _ in range(3):  # again if only a lease moved the version (the poller at the deadline)
             if job.state is not S.AWAITING_APPROVAL:
                 raise Refused(_already(job))
+            if how == "approved" and not job.needs_approval:
+                raise Refused(f"Upload `{job.job_id}` needs no approval; it waits for a Confirm of its removals.")
+            if how == "confirmed" and not job.needs_confirmation:
+                raise Refused(f"Upload `{job.job_id}` has nothing to confirm; it waits for an approver.")
+            if (how == "approved" and job.approver) or (how == "confirmed" and job.confirmed_by):
+                raise Refused(f"Upload `{job.job_id}` was {how} already; it waits for the other decision.")
+            changes: JobChanges = {"approver": actor} if how == "approved" else {"confirmed_by": actor}
+            approved = how == "approved" or bool(job.approver) or not job.needs_approval
+            confirmed = how == "confirmed" or bool(job.confirmed_by) or not job.needs_confirmation
             try:
+                if not (approved and confirmed):  # one of the two: recorded, the deadline kept
+                    return self.store.transition(
+                        job,
+                        S.AWAITING_APPROVAL,
+                        actor=actor,
+                        reason=f"{how} by {actor}; waiting for the {'confirmation' if approved else 'approval'}",
+                        changes=changes,
+                        next_check_at=job.next_check_at,
+                    )
                 # The lease goes too: a poller that took it to end the wait has lost the job.
                 return self.store.transition(
-                    job,
-                    S.QUEUED,
-                    actor=actor,
-                    reason=f"{how} by {actor}",
-                    changes={"approver": actor},
-                    release_lease=True,
+                    job, S.QUEUED, actor=actor, reason=f"{how} by {actor}", changes=changes, release_lease=True
                 )
             except JobConflict as exc:
                 job = exc.current
@@ -477,5 +564,5 @@ def state_words(state: JobState) -> str:
 
 
 def _already(job: Job) -> str:
-    who = f" (by <@{job.approver}>)" if job.approver and job.state in (S.QUEUED, S.CANCELLED) else ""
+    who = f" (by {job.approver})" if job.approver and job.state in (S.QUEUED, S.CANCELLED) else ""
     return f"Upload `{job.job_id}` is already {state_words(job.state)}{who}."

@@ -80,7 +80,7 @@ class TargetClients:
             return client
 
 
-def slack_notifier(settings: Settings) -> Notifier:
+def slack_notifier(settings: Settings, tables: TablesFile | None = None) -> Notifier:
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
@@ -95,7 +95,7 @@ def slack_notifier(settings: Settings) -> Notifier:
         timeout=10,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
     )
-    return SlackNotifier(client)
+    return SlackNotifier(client, tables)
 
 
 def build_service(
@@ -116,7 +116,7 @@ def build_service(
         staging or staging_from_settings(settings),
         tables,
         TargetClients(http, environ),
-        notifier or slack_notifier(settings),
+        notifier or slack_notifier(settings, tables),
         settings=poll_settings(settings),
         work_dir=settings.work_dir,
     )

@@ -11,7 +11,9 @@ A scripted conversation in #ops-tables, one thread per upload:
 
 1. alice shares `hosts.csv` saved by a spreadsheet (byte order mark, CRLF): repaired, done;
 2. alice shares a broken hosts file: not uploaded, each issue with its line, column and fix;
-3. alice shares `contacts.csv` for a D·engage table: upserted in spaced parts, done;
+3. alice shares `contacts.csv` for a D·engage table together with the spreadsheet it came from
+   (`contacts.xlsx`): each file is resolved on its own; the spreadsheet gets a line saying what
+   is accepted, the CSV is upserted in spaced parts, done;
 4. alice shares an update whose upstream job fails: failed, with a Retry button; she clicks it: done.
 
 Each ending is checked three ways: the job in the store, the words in the thread, and what the
@@ -43,7 +45,7 @@ from slack_sdk import WebClient
 from bot.config import TablesFile, load_tables_file
 from bot.poller import Poller
 from bot.slack.app import build_app
-from bot.slack.messages import RETRY_ACTION_ID
+from bot.slack.render import RETRY_ACTION_ID
 from bot.slack.wiring import build_slack_deps
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, JobStore, SqliteJobStore
@@ -241,6 +243,16 @@ class _Bot:
         self._deliver(self.signer.file_share_event(CHANNEL, message))
         return str(message["ts"])
 
+    def share_files(self, user: str, files: list[tuple[str, bytes]], text: str) -> str:
+        """A person shares several files in one message (one event, `files[]` holds them all)."""
+        ids = [
+            self.slack.register_file(name, content, user=user, channel=CHANNEL, filetype=name.rsplit(".", 1)[-1])["id"]
+            for name, content in files
+        ]
+        message = self.slack.post_user_message(CHANNEL, user, text, files=ids)
+        self._deliver(self.signer.file_share_event(CHANNEL, message))
+        return str(message["ts"])
+
     def click(self, thread_ts: str, action_id: str, user: str) -> None:
         """A person clicks a button in the thread (the latest message that has it)."""
         for message in reversed(self.slack.thread(CHANNEL, thread_ts)):
@@ -377,11 +389,13 @@ def _scenario_broken_hosts(bot: _Bot, outcome: Outcome) -> None:
 
 def _scenario_contacts_in_parts(bot: _Bot, outcome: Outcome) -> None:
     contacts = _csv_bytes(CONTACTS_HEADER, CONTACTS_ROWS)
-    outcome.thread_ts = bot.share(ALICE, "contacts.csv", contacts, "contacts, the spring campaign list")
+    spreadsheet = b"PK\x03\x04" + b"\x00" * 60  # the .xlsx it was exported from, shared by mistake too
+    files = [("contacts.xlsx", spreadsheet), ("contacts.csv", contacts)]
+    outcome.thread_ts = bot.share_files(ALICE, files, "contacts, the spring campaign list")
     job = bot.ending(outcome.thread_ts)
     outcome.state = job.state
     transcript = bot.transcript(outcome.thread_ts)
-    outcome.problems += _expect_words(transcript, "valid: 300 rows", "Done")
+    outcome.problems += _expect_words(transcript, "contacts.xlsx", "I take CSV", "valid: 300 rows", "Done")
     parts = {p.count for p in job.upstream_parts}
     if job.state is S.DONE and (len(job.upstream_parts) < 2 or parts != {len(job.upstream_parts)}):
         outcome.problems.append(f"sent in {len(job.upstream_parts)} part(s), expected several")
@@ -428,7 +442,8 @@ SCENARIOS = (
         _scenario_broken_hosts,
     ),
     _Scenario(
-        "3. alice shares contacts.csv for a D·engage table: upserted in spaced parts, done",
+        "3. alice shares contacts.csv (and, by mistake, contacts.xlsx) for a D·engage table: the spreadsheet "
+        "is told what is accepted, the CSV is upserted in spaced parts, done",
         S.DONE,
         _scenario_contacts_in_parts,
     ),

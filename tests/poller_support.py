@@ -75,7 +75,7 @@ class World:
             self.staging,
             self.tables,
             TargetClients(self.http, SANDBOX_ENV, LimiterRegistry()),
-            notifier or SlackNotifier(self.web_client()),
+            notifier or SlackNotifier(self.web_client(), self.tables),
             settings=settings or self.settings,
             worker_id=worker_id or f"test-worker-{len(self.services) + 1}",
         )

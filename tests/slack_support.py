@@ -36,15 +36,17 @@ ALICE = "U0ALICE01"  # may upload hosts
 BOB = "U0BOB0001"  # approver of gated, in the leads group
 CAROL = "U0CAROL01"  # may upload nothing
 DAVE = "U0DAVE001"  # uploads through the on-call group
+TEAM = "C0TEAM001"  # the hosts table's team channel (notify_channels)
+OTHER_TEAM = "T0OTHER01"  # a connected organisation (Slack Connect)
 SECRET = "scenario-signing-secret"
 LAMBDA_CONTEXT = SimpleNamespace(
     function_name="tablebot-slack", invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:tablebot-slack"
 )
 
 PERMISSIONS = {
-    "hosts": f'channels = ["{OPS}"]\nusers = ["{ALICE}"]\nusergroups = ["S0ONCALL1"]',
+    "hosts": f'channels = ["{OPS}"]\nusers = ["{ALICE}"]\nusergroups = ["S0ONCALL1"]\nnotify_channels = ["{TEAM}"]',
     "gated": f'channels = ["{OPS}"]\nusers = ["{ALICE}", "{BOB}"]\napproval = true\napprovers = ["S0LEADS01"]',
-    "contacts": f'channels = ["{OPS}"]\nusers = ["*"]',
+    "contacts": f'channels = ["{OPS}"]\nusers = ["*"]\nallow_external_users = true\nallow_dms = true',
 }
 
 
@@ -110,6 +112,28 @@ class Front:
         answer = self.via_lambda(self.signer.file_share_event(channel, message))
         assert answer["statusCode"] == 200, answer
         return message
+
+    def share_files(
+        self, user: str, files: list[tuple[str, bytes]], text: str = "", channel: str = OPS
+    ) -> dict[str, Any]:
+        """One message sharing several files (the `message`/`file_share` event's `files[]`)."""
+        ids = [self.slack.register_file(name, content, user=user, channel=channel)["id"] for name, content in files]
+        message = self.slack.post_user_message(channel, user, text, files=ids)
+        answer = self.via_lambda(self.signer.file_share_event(channel, message))
+        assert answer["statusCode"] == 200, answer
+        return message
+
+    def send_event(self, event: dict[str, Any], **options: Any) -> SignedRequest:
+        """Any Events API event, wrapped and signed as Slack sends it, through the Lambda handler."""
+        request = self.signer.event_callback(event, **options)
+        answer = self.via_lambda(request)
+        assert answer["statusCode"] == 200, answer
+        return request
+
+    def bot_posts(self) -> list[str]:
+        """Everything the bot wrote: text and blocks of every post, edit and ephemeral note."""
+        methods = ("chat.postMessage", "chat.update", "chat.postEphemeral", "files.completeUploadExternal")
+        return [json.dumps(call.params) for m in methods for call in self.slack.calls_to(m)]
 
     def command(self, user: str, text: str, channel: str = OPS, *, via_lambda: bool = True) -> SignedRequest:
         request = self.signer.slash_command("/table", text, user_id=user, channel_id=channel)

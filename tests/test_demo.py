@@ -38,7 +38,9 @@ def test_tablebot_demo_prints_the_threads_and_exits_0_when_every_ending_is_as_ex
     assert "*Not uploaded*" in broken and "Done" not in broken
     assert "*line 3*" in broken and "*line 4, column `service`*" in broken and "*line 6*" in broken
     assert "share the file again" in broken
-    # 3. The D·engage upsert, part after part.
+    # 3. Two files in one message, each resolved on its own: the spreadsheet is told what is
+    #    accepted, the CSV goes to its table; the D·engage upsert, part after part.
+    assert "`contacts.xlsx` (XLSX) is not a CSV file: I take CSV files" in contacts
     counts = {int(n) for n in re.findall(r"part \d of (\d)", contacts)}
     assert len(counts) == 1 and counts.pop() >= 3, "one split, in several parts"
     assert "*Done*: D·engage updated table `contacts` from `contacts.csv`, 300 rows" in contacts

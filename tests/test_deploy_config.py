@@ -321,7 +321,7 @@ def test_source_prefixes_give_the_same_allow_list_to_the_bot_and_to_iam() -> Non
 
 
 def test_the_slack_manifest_matches_the_app(service: dict[str, Any]) -> None:
-    from bot.slack.app import SlackDeps
+    from bot.slack.app import BOT_EVENTS, SlackDeps
 
     manifest = load_yaml("slack-app-manifest.yml")
     (command,) = manifest["features"]["slash_commands"]
@@ -338,7 +338,10 @@ def test_the_slack_manifest_matches_the_app(service: dict[str, Any]) -> None:
         assert url.startswith("https://") and url.endswith(path)
     assert settings["interactivity"]["is_enabled"] is True
     assert settings["socket_mode_enabled"] is False
-    assert set(settings["event_subscriptions"]["bot_events"]) == {"message.channels", "message.groups"}
+    # The events the app's listeners answer, and nothing else (a shared file comes as a message
+    # event: file_shared is neither subscribed nor listened to).
+    assert set(settings["event_subscriptions"]["bot_events"]) == set(BOT_EVENTS)
+    assert "file_shared" not in BOT_EVENTS
     # The scopes are exactly those of the Web API methods the bot calls, plus the slash command's.
     calls: set[str] = set()
     for path in [*(ROOT / "bot/slack").glob("*.py"), ROOT / "bot/intake.py", ROOT / "bot/preview.py"]:
@@ -353,8 +356,17 @@ def test_the_slack_manifest_matches_the_app(service: dict[str, Any]) -> None:
     assert not unknown, f"the bot calls {sorted(unknown)}: add their scopes here and to slack-app-manifest.yml"
     assert {"chat_postMessage", "files_info"} <= calls  # the reader above still finds the calls
     wanted = {"commands"} | {scope for call in calls for scope in SLACK_SCOPES[call]}
+    wanted |= {scope for event in BOT_EVENTS for scope in EVENT_SCOPES[event]}
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == wanted
 
+
+# The bot token scopes each Events API subscription needs (https://api.slack.com/events).
+EVENT_SCOPES = {
+    "app_mention": {"app_mentions:read"},
+    "message.channels": {"channels:history"},
+    "message.groups": {"groups:history"},
+    "message.im": {"im:history"},
+}
 
 # The bot token scopes each Web API method needs (https://api.slack.com/methods).
 SLACK_SCOPES = {
@@ -362,6 +374,7 @@ SLACK_SCOPES = {
     "chat_postEphemeral": {"chat:write"},
     "chat_update": {"chat:write"},
     "chat_delete": {"chat:write"},
+    "chat_getPermalink": set(),  # no scope needed
     "files_info": {"files:read"},
     "files_upload_v2": {"files:write"},
     # message events and thread reads in public and private channels

@@ -3,7 +3,6 @@ local Slack API, and posts every ending exactly once."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from bot.errors import Refused
 from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, ending_metadata
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
-from bot.staging.layout import normalized_key
 from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, UpstreamPart, create_table
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
@@ -282,6 +280,49 @@ def test_worker_dying_after_its_post_the_next_finds_the_post_and_does_not_post_a
     assert [h.to_state for h in world.store.history_for_job(job.job_id)].count(S.DONE) == 1
 
 
+def _with_team_channel(tables: TablesFile, team: str) -> TablesFile:
+    hosts = tables.table("hosts")
+    announced = replace(hosts, access=replace(hosts.access, notify_channels=(team,)))
+    return TablesFile(tables.path, tables.targets, {**tables.tables, "hosts": announced})
+
+
+def test_team_channel_announcements_are_posted_once_when_a_worker_dies(world: World, slack: LocalSlackApi) -> None:
+    team = "C0TEAM001"
+    slack.add_channel(team, "hosts-team")
+    tables = _with_team_channel(world.tables, team)
+    # A worker posts the ending in the thread but dies before its announcement (it runs without
+    # the team channel); the next worker finds the thread post and posts only the announcement.
+    job = world.queue_job("hosts", HOSTS_CSV)
+    dying = world.service(
+        settings=replace(FAST, lease_seconds=1.0),
+        notifier=DiesAfterPosting(SlackNotifier(world.web_client())),
+        worker_id="dies-before-announcing",
+    )
+    _step_until_it_dies(dying, world.store, job)
+    assert slack.messages(team) == []
+    run_until(
+        [world.poller(world.service(worker_id="next", notifier=SlackNotifier(world.web_client(), tables)))],
+        all_ended(world.store, [job]),
+    )
+    assert len(world.endings(job)) == 1 and len(slack.messages(team)) == 1
+    # A worker that dies after posting both: the next one posts neither again.
+    second = world.queue_job("hosts", HOSTS_CSV)
+    dying = world.service(
+        settings=replace(FAST, lease_seconds=1.0),
+        notifier=DiesAfterPosting(SlackNotifier(world.web_client(), tables)),
+        worker_id="dies-after-announcing",
+    )
+    _step_until_it_dies(dying, world.store, second)
+    assert len(slack.messages(team)) == 2
+    run_until(
+        [world.poller(world.service(worker_id="last", notifier=SlackNotifier(world.web_client(), tables)))],
+        all_ended(world.store, [second]),
+    )
+    assert world.store.get_job(second.job_id).notified
+    assert len(world.endings(second)) == 1 and len(slack.messages(team)) == 2
+    assert "Done" in slack.messages(team)[-1]["text"]
+
+
 def test_worker_dying_between_claim_and_post_the_next_posts_once(world: World) -> None:
     job = world.queue_job("hosts", HOSTS_CSV)
     service = world.service()
@@ -322,36 +363,6 @@ def test_a_post_that_timed_out_but_landed_is_found_and_not_posted_twice(world: W
     assert len(world.endings(job)) == 1, world.slack.thread_transcript(CHANNEL, job.thread_ts or "")
     assert len(slack.calls_to("chat.postMessage")) == 2  # the status message, then the one ending post
     assert len(slack.calls_to("conversations.replies")) == 1  # the second attempt looked, found it
-
-
-def test_restore_previous_sends_the_earlier_version_and_the_table_is_as_it_was(
-    world: World, bigpanda_upstream: Upstream
-) -> None:
-    service = world.service()
-    with pytest.raises(Refused, match="no successful upload"):
-        service.restore_previous("hosts", ALICE)
-    first = world.queue_job("hosts", HOSTS_CSV, sha256=hashlib.sha256(HOSTS_CSV).hexdigest())
-    run_until([world.poller(service)], all_ended(world.store, [first]))
-    first_table = bigpanda_upstream.admin.table("demo")
-    second_csv = b"host,service,owner\nweb-9,billing,carol\n"
-    second = world.queue_job("hosts", second_csv)
-    run_until([world.poller(service)], all_ended(world.store, [second]))
-    assert world.store.get_job(second.job_id).state is S.DONE
-    assert bigpanda_upstream.admin.table("demo")["sha256"] != first_table["sha256"]
-
-    thread = world.slack.post_user_message(CHANNEL, ALICE, "restore hosts")
-    restore = service.restore_previous("hosts", ALICE, channel_id=CHANNEL, thread_ts=thread["ts"])
-    assert restore.state is S.QUEUED and restore.job_id not in (first.job_id, second.job_id)
-    assert restore.staging_key == normalized_key("hosts", first.job_id)
-    assert restore.source == f"restore:{first.job_id}" and restore.sha256 == first.sha256
-    run_until([world.poller(service)], all_ended(world.store, [restore]))
-
-    assert world.store.get_job(restore.job_id).state is S.DONE
-    restored = bigpanda_upstream.admin.table("demo")
-    assert restored["sha256"] == first_table["sha256"] and restored["rows"] == first_table["rows"]
-    assert len(bigpanda_upstream.admin.requests("/map")) == 3
-    [post] = world.endings(restore)
-    assert "Done" in post["text"]
 
 
 def test_status_message_edit_refused_for_a_while_the_notice_still_comes_once(

@@ -259,7 +259,7 @@ def test_an_approval_before_the_deadline_is_not_cancelled(world: World, bigpanda
     run_until([world.poller()], lambda: True)  # one short run: nothing is due
     assert world.store.get_job(job.job_id).version == waiting.version
 
-    queued = intake.release(job.job_id, APPROVER, how="approved")
+    queued = intake.approve(job.job_id, APPROVER)
     assert queued.state is S.QUEUED and queued.next_check_at is not None
     run_until([world.poller()], all_ended(world.store, [job]))
     assert world.store.get_job(job.job_id).state is S.DONE

@@ -14,7 +14,7 @@ from bot.config import TablesFile
 from bot.errors import ConfigError
 from bot.service import Ending
 from bot.settings import load_settings
-from bot.slack.messages import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
+from bot.slack.render import RETRY_ACTION_ID, SECTION_TEXT_LIMIT, ending_message, progress_message
 from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
 from bot.targets import LimiterRegistry

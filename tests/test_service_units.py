@@ -10,7 +10,7 @@ import pytest
 from bot.config import parse_tables
 from bot.service.due import intake_stranded, is_poller_work
 from bot.service.gate import gate_key
-from bot.service.left_behind import duration_text, mention
+from bot.service.left_behind import duration_text
 from bot.service.notices import ending_metadata, step_for
 from bot.service.parts import DONE, NO_JOB_ID, REFUSED, RUNNING, applied_note, decided_ending, part_label
 from bot.service.sending import resend_is_safe
@@ -141,5 +141,3 @@ def test_waits_and_approvers_are_worded_for_people() -> None:
     assert duration_text(5400) == "1.5 h"
     assert duration_text(600) == "10 min"
     assert duration_text(45) == "45 s"
-    assert mention("U0ALICE01") == "<@U0ALICE01>"
-    assert mention("S0OPS") == "<!subteam^S0OPS>"

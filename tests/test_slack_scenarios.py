@@ -8,53 +8,16 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.store import DynamoJobStore, JobStore, SqliteJobStore, create_table
+from bot.store import DynamoJobStore, JobStore, create_table
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.slack_support import ALICE, BOB, CAROL, DAVE, OPS, RANDOM, SECRET, Front, S, build_front
 from tests.store_support import dynamodb_client
 
 HOSTS = b"host,service,owner\nweb-1,checkout,alice\nweb-2,search,bob\n"
-
-
-@pytest.fixture
-def slack() -> Iterator[LocalSlackApi]:
-    with LocalSlackApi() as api:
-        api.add_channel(OPS, "ops")
-        api.add_channel(RANDOM, "random")
-        for user, name in ((ALICE, "alice"), (BOB, "bob"), (CAROL, "carol"), (DAVE, "dave")):
-            api.add_user(user, name)
-        api.add_usergroup("S0ONCALL1", [DAVE])
-        api.add_usergroup("S0LEADS01", [BOB])
-        yield api
-        assert api.internal_errors == []
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[JobStore]:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def front(
-    tmp_path: Path,
-    sqlite_store: JobStore,
-    slack: LocalSlackApi,
-    bigpanda_upstream: Upstream,
-    dengage_upstream: Upstream,
-) -> Iterator[Front]:
-    built = build_front(tmp_path, sqlite_store, slack, bigpanda_upstream.base_url, dengage_upstream.base_url)
-    yield built
-    built.lambdas.join()
-    built.http.close()
 
 
 def _texts(front: Front, thread_ts: str) -> str:
@@ -98,7 +61,7 @@ def test_an_invalid_file_gets_its_issues_and_the_full_report(front: Front, bigpa
     report_file = thread[-1]["files"][0]
     assert report_file["name"] == "hosts-report.csv"
     report = list(csv.reader(io.StringIO(front.slack.file_content(report_file["id"]).decode())))
-    assert report[0] == ["line", "column", "code", "severity", "message"]
+    assert report[0] == ["line", "column", "code", "severity", "message", "value"]
     assert sum(1 for r in report[1:] if r[2] == "field_count") == 30
     assert "Not uploaded" in front.slack.message(OPS, str(job.status_ts))["text"]
     assert bigpanda_upstream.admin.requests("/map") == [], "nothing was sent upstream"
@@ -132,15 +95,13 @@ def test_s3_outside_the_allow_list_is_refused(front: Front) -> None:
     assert front.jobs() == [] and front.slack.messages(OPS) == []
 
 
-def test_slack_retries_and_the_second_delivery_path_make_one_job(front: Front) -> None:
+def test_slack_retries_make_one_job(front: Front) -> None:
     shared = front.slack.register_file("hosts.csv", HOSTS, user=ALICE, channel=OPS)
     message = front.slack.share_file(OPS, ALICE, shared["id"], text="hosts")
     event = front.signer.file_share_event(OPS, message)
     assert front.via_lambda(event)["statusCode"] == 200
     assert front.via_lambda(front.signer.retry(event, 1))["statusCode"] == 200
     assert front.via_lambda(front.signer.retry(event, 2, "timeout"))["statusCode"] == 200
-    shared_event = front.signer.file_shared_event(shared["id"], user_id=ALICE, channel_id=OPS)
-    assert front.via_lambda(shared_event)["statusCode"] == 200
     front.job_in(message["ts"], S.QUEUED)
     front.lambdas.join()
     assert len(front.jobs()) == 1
@@ -241,7 +202,7 @@ def test_many_removed_rows_wait_for_a_confirmation(front: Front, bigpanda_upstre
     assert "web-0" in shown and "web-99" in shown, "examples of removed and added rows"
     front.click(confirm, "confirm_job", ALICE)
     queued = front.job_in(message["ts"], S.QUEUED)
-    assert queued.approver == ALICE
+    assert queued.confirmed_by == ALICE and queued.approver is None, "a confirmation is not an approval"
     assert front.poll_until_ended(job).state is S.DONE
 
     # A small change goes straight through, with its preview in the thread.
@@ -254,7 +215,7 @@ def test_many_removed_rows_wait_for_a_confirmation(front: Front, bigpanda_upstre
 def test_a_file_without_a_table_name_gets_a_menu(front: Front) -> None:
     message = front.share(ALICE, "export.csv", HOSTS, text="here you go")
     menu = front.wait(
-        lambda: next((m for m in front.thread(message["ts"]) if "Which table" in m.get("text", "")), None)
+        lambda: next((m for m in front.thread(message["ts"]) if "which table" in m.get("text", "")), None)
     )
     assert front.jobs() == []
     block = menu["blocks"][0]
@@ -314,23 +275,38 @@ def test_commands_answer_and_unknown_input_gets_help(front: Front, bigpanda_upst
         assert expected.lower() in answer.lower(), (text, answer)
 
 
-def test_restore_queues_the_previous_good_version(front: Front, bigpanda_upstream: Upstream) -> None:
+def test_restore_is_an_upload_with_preview_confirmation_and_history(front: Front, bigpanda_upstream: Upstream) -> None:
     _upload_done(front, bigpanda_upstream, ALICE, HOSTS)
     _upload_done(front, bigpanda_upstream, ALICE, HOSTS + b"web-3,search,bob\n")
     assert "web-3" in json.dumps(bigpanda_upstream.admin.table("demo"))
-    request = front.command(ALICE, "restore hosts")
+    front.command(ALICE, "restore hosts")
     parent = front.wait(lambda: next((m for m in front.slack.messages(OPS) if "restore" in m["text"]), None))
-    job = front.job_in(parent["ts"], S.QUEUED)
-    assert job.source.startswith("restore:")
-    assert front.poll_until_ended(job).state is S.DONE
+    # Going back removes 1 of 3 rows (33% > 20%): the same removal guard as a shared file.
+    job = front.job_in(parent["ts"], S.AWAITING_APPROVAL)
+    assert job.source.startswith("restore:") and job.needs_confirmation and not job.needs_approval
+    shown = front.transcript(parent["ts"])
+    assert "Change preview" in shown and "1 removed" in shown and "web-3" in shown
+    front.click(front.message_with(parent["ts"], "confirm_job"), "confirm_job", CAROL)
+    front.wait(lambda: any("may confirm" in t for t in front.ephemerals(CAROL)))
+    front.click(front.message_with(parent["ts"], "confirm_job"), "confirm_job", ALICE)
+    queued = front.job_in(parent["ts"], S.QUEUED)
+    assert front.poll_until_ended(queued).state is S.DONE
     table = json.dumps(bigpanda_upstream.admin.table("demo"))
     assert "web-2" in table and "web-3" not in table
-    status_ts = front.store.get_job(job.job_id).status_ts
-    assert status_ts, "the status message is recorded on the restore job"
+    history = [(h.actor, h.to_state, h.reason) for h in front.store.history_for_job(job.job_id)]
+    assert history[0][0] == ALICE, "who asked"
+    assert any(actor == ALICE and "confirmed" in reason for actor, _, reason in history), "who confirmed"
+    status_ts = str(front.store.get_job(job.job_id).status_ts)
     versions = [v["text"] for v in front.slack.message_versions(OPS, status_ts)]
     assert "Restoring" in versions[0] and "Done" in versions[-1]
-    assert "Done" in front.thread(parent["ts"])[-1]["text"]
-    assert request.payload["command"] == "/table"
+
+
+def test_restore_of_a_dengage_table_is_refused_with_the_reason(front: Front) -> None:
+    request = front.command(ALICE, "restore contacts")
+    front.wait(lambda: front.responses(request))
+    answer = front.responses(request)[-1]
+    assert "upserted" in answer and "would not take the table back" in answer
+    assert front.jobs() == [] and front.slack.messages(OPS) == []
 
 
 def test_one_scenario_on_dynamodb(

@@ -1,7 +1,9 @@
-"""Unit tests of the Slack front end's pure parts: command parsing, permissions, the change preview."""
+"""Unit tests of the Slack front end's pure parts: command parsing, permissions, the tables file's
+strictness, rendering (escaping, Block Kit limits, the report CSV), the change preview."""
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -10,8 +12,10 @@ import pytest
 from bot.config import load_tables_file
 from bot.errors import ConfigError
 from bot.preview import diff_versions
+from bot.slack import render
 from bot.slack.commands import parse_command
-from bot.slack.permissions import GroupCache, Permissions, policy_for
+from bot.slack.permissions import GroupCache, Permissions, Person, Place
+from bot.validation import Issue, Report, Severity
 from tests.fixtures_upstream import write_tables_file
 from tests.slack_support import ALICE, BOB, CAROL, DAVE, OPS, RANDOM, write_slack_tables
 
@@ -69,36 +73,76 @@ def permissions(tmp_path: Path) -> Permissions:
 
 
 def test_upload_needs_the_channel_and_the_person(permissions: Permissions) -> None:
-    assert permissions.can_upload("hosts", ALICE, OPS)
-    assert permissions.can_upload("hosts", DAVE, OPS), "through the user group"
-    refused = permissions.can_upload("hosts", CAROL, OPS)
+    ops, random = Place(OPS), Place(RANDOM)
+    assert permissions.can_upload("hosts", Person(ALICE), ops)
+    assert permissions.can_upload("hosts", Person(DAVE), ops), "through the user group"
+    refused = permissions.can_upload("hosts", Person(CAROL), ops)
     assert not refused and "not on the list" in refused.reason and f"<@{ALICE}>" in refused.reason
-    elsewhere = permissions.can_upload("hosts", ALICE, RANDOM)
+    elsewhere = permissions.can_upload("hosts", Person(ALICE), random)
     assert not elsewhere and f"<#{OPS}>" in elsewhere.reason
-    assert permissions.can_upload("contacts", CAROL, OPS), "users = ['*']"
-    assert not permissions.can_upload("events", ALICE, OPS), "no keys: nobody, nowhere"
-    assert [t.alias for t in permissions.tables_for_channel(OPS)] == ["hosts", "contacts", "gated"]
-    assert permissions.tables_for_channel(RANDOM) == []
+    assert permissions.can_upload("contacts", Person(CAROL), ops), "users = ['*']"
+    assert not permissions.can_upload("events", Person(ALICE), ops), "no keys: nobody, nowhere"
+    assert [t.alias for t in permissions.tables_for_place(ops)] == ["hosts", "contacts", "gated"]
+    assert permissions.tables_for_place(random) == []
+    dm = Place("D0ALICE01", is_dm=True)
+    assert not permissions.can_upload("hosts", Person(ALICE), dm), "no allow_dms: not through a DM"
+
+
+def test_people_of_another_organisation_are_refused_unless_the_table_allows(permissions: Permissions) -> None:
+    outsider = Person(ALICE, external=True)
+    refused = permissions.can_upload("hosts", outsider, Place(OPS))
+    assert not refused and "Slack Connect" in refused.reason
+    assert not permissions.can_approve("gated", Person(BOB, external=True), ALICE)
+    assert permissions.visible_tables(outsider) == {"contacts"}, "only the table with allow_external_users"
+    assert permissions.visible_tables(Person(ALICE)) == {"hosts", "contacts", "gated"}
+    assert permissions.visible_tables(Person(CAROL)) == {"contacts"}, "users = ['*'] lets anyone see contacts"
 
 
 def test_approval_is_never_by_the_requester(permissions: Permissions) -> None:
-    assert permissions.can_approve("gated", BOB, ALICE)
-    own = permissions.can_approve("gated", BOB, BOB)
+    assert permissions.can_approve("gated", Person(BOB), ALICE)
+    own = permissions.can_approve("gated", Person(BOB), BOB)
     assert not own and "own upload" in own.reason
-    assert not permissions.can_approve("gated", CAROL, ALICE)
-    assert permissions.can_manage("hosts", ALICE, ALICE, RANDOM), "the requester may cancel anywhere"
-    assert not permissions.can_manage("hosts", CAROL, ALICE, OPS)
+    assert not permissions.can_approve("gated", Person(CAROL), ALICE)
+    assert permissions.can_confirm("gated", Person(ALICE), ALICE), "the requester confirms removals"
+    assert permissions.can_confirm("gated", Person(BOB), ALICE), "so may an approver"
+    assert not permissions.can_confirm("gated", Person(CAROL), ALICE)
+    assert permissions.can_manage("hosts", Person(ALICE), ALICE, Place(RANDOM)), "the requester may cancel anywhere"
+    assert not permissions.can_manage("hosts", Person(CAROL), ALICE, Place(OPS))
 
 
-def test_malformed_permission_keys_are_config_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("aproval = true", "unknown key 'aproval'"),
+        ('channels = "C0OPS0001"', "channels must be a list"),
+        ('approval = "yes"', "approval must be true or false"),
+        ("max_removed_share = 2", "max_removed_share must be a number from 0 to 1"),
+        ('users = ["alice"]', "users holds 'alice'"),
+        ('approvers = ["C0OPS0001"]', "approvers holds 'C0OPS0001'"),
+        ('notify_channels = ["*"]', "notify_channels holds '*'"),
+        ("allow_external_users = 1", "allow_external_users must be true or false"),
+        ('allow_dms = "true"', "allow_dms must be true or false"),
+    ],
+)
+def test_the_tables_file_is_checked_strictly_when_read(tmp_path: Path, keys: str, message: str) -> None:
     path = write_tables_file(tmp_path / "t.toml")
-    path.write_text(path.read_text().replace("[tables.hosts]\n", '[tables.hosts]\nchannels = "C1"\napproval = "yes"\n'))
-    table = load_tables_file(path).table("hosts")
-    with pytest.raises(ConfigError, match="approval must be true or false"):
-        policy_for(table)
-    path.write_text(path.read_text().replace('approval = "yes"', "max_removed_share = 2"))
-    with pytest.raises(ConfigError, match="max_removed_share"):
-        policy_for(load_tables_file(path).table("hosts"))
+    path.write_text(path.read_text().replace("[tables.hosts]\n", f"[tables.hosts]\n{keys}\n"))
+    with pytest.raises(ConfigError, match=r"\[tables\.hosts\]") as raised:
+        load_tables_file(path)
+    assert message in str(raised.value)
+
+
+def test_the_access_keys_are_read_once_at_load(tmp_path: Path) -> None:
+    path = write_tables_file(tmp_path / "t.toml")
+    keys = (
+        'channels = ["C0OPS0001", "*"]\nusers = ["*"]\napprovers = ["U0BOB0001", "S0LEADS01"]\napproval = true\n'
+        'notify_channels = ["C0TEAM001"]\nallow_dms = true\nallow_external_users = true\nmax_removed_share = 0.5\n'
+    )
+    path.write_text(path.read_text().replace("[tables.hosts]\n", f"[tables.hosts]\n{keys}"))
+    access = load_tables_file(path).table("hosts").access
+    assert access.approval and access.allow_dms and access.allow_external_users
+    assert access.notify_channels == ("C0TEAM001",) and access.max_removed_share == 0.5
+    assert access.approvers == ("U0BOB0001", "S0LEADS01")
 
 
 def test_group_members_are_cached_briefly() -> None:
@@ -156,3 +200,40 @@ def test_preview_streams_in_batches(tmp_path: Path) -> None:
     changed = sum(1 for i in range(n // 2, n) if i % 3 == 0 and i != 0)
     assert (preview.added, preview.removed, preview.changed) == (100, n // 2, changed)
     assert len(preview.removed_examples) == 3 and preview.removed_examples[0] == {"k": "k0", "v": "0"}
+
+
+HOSTILE = "<!channel> <https://evil.example|Re-login here> & `x`"
+
+
+def test_escaping_leaves_no_markup_from_a_file() -> None:
+    assert render.esc(HOSTILE) == "&lt;!channel&gt; &lt;https://evil.example|Re-login here&gt; &amp; `x`"
+    spanned = render.code("a`b<!here>\nc")
+    assert spanned == "`aˋb&lt;!here&gt;⏎c`" and spanned.count("`") == 2
+    assert render.who("<!channel>") == "`&lt;!channel&gt;`", "only id-shaped values become mentions"
+    assert render.mention("S0LEADS01") == "<!subteam^S0LEADS01>"
+
+
+def test_block_kit_limits_never_cut_inside_a_code_span_or_an_entity() -> None:
+    text = "x" * 2990 + " `" + "y" * 50 + "`"
+    cut = render.fit(text)
+    assert len(cut) <= render.SECTION_TEXT_LIMIT and cut.count("`") % 2 == 0 and cut.endswith("…")
+    entity = "x" * 2997 + "&amp;" + "z" * 10
+    assert not render.fit(entity).removesuffix("…").endswith(("&", "&a", "&am", "&amp"))
+    link = "x" * 2990 + "<https://example.com|a link>"
+    assert "<" not in render.fit(link)
+    text, blocks = render.listing("*t*", [f"line {i} " + "w" * 300 for i in range(2000)])
+    assert len(blocks) <= render.MAX_BLOCKS
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
+
+
+def test_the_report_csv_neutralises_formula_cells() -> None:
+    issues = [
+        Issue("unknown_column", Severity.ERROR, 1, '=HYPERLINK("http://evil")', "unknown column", "=1+1"),
+        Issue("invalid_integer", Severity.ERROR, 2, "+n", "-3 is not a number", "@SUM(A1)"),
+    ]
+    report = Report(valid=False, rows=1, columns=["a"], issues=issues, issue_counts={})
+    rows = list(csv.reader(io.StringIO(render.report_csv(report).decode())))
+    assert rows[0] == ["line", "column", "code", "severity", "message", "value"]
+    assert rows[1][1].startswith("'=") and rows[1][5] == "'=1+1"
+    assert rows[2][1] == "'+n" and rows[2][4] == "'-3 is not a number" and rows[2][5] == "'@SUM(A1)"
+    assert render.report_file_name("<!here>.csv") == "here-report.csv"

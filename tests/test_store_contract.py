@@ -668,3 +668,14 @@ def test_allowed_transition_table_is_closed_over_states() -> None:
                 reached.add(nxt)
                 frontier.append(nxt)
     assert reached == set(JobState)
+
+
+def test_claim_once_answers_the_first_caller_and_tells_the_others_its_value(backend: Backend, store: JobStore) -> None:
+    results, errors = race(8, lambda i: store.claim_once("menu:C1:F1", f"U{i} hosts", ttl_seconds=60))
+    assert errors == []
+    winners = [value for won, value in results if won]
+    assert len(winners) == 1, "exactly one caller wins"
+    assert all(value == winners[0] for _, value in results), "the others are told the winner's value"
+    assert store.claim_once("menu:C1:F2", "other", ttl_seconds=60) == (True, "other"), "keys are separate"
+    backend.clock.advance(61)
+    assert store.claim_once("menu:C1:F1", "later", ttl_seconds=60) == (True, "later"), "an expired claim is free"

@@ -11,7 +11,7 @@ for every due job, many times a minute. The steps live in one module each:
 - `checking`: status checks, backoff, timeout;
 - `notices`: endings and their exactly-once notice (the protocol is in its docstring);
 - `left_behind`: front-end jobs whose intake died or whose approval ran out;
-- `retry`: Retry and restore, for the Slack front end;
+- `retry`: Retry, for the Slack front end (a restore is an upload through the intake);
 - `job_service`: `JobService`, which picks the step a job needs.
 """
 

@@ -1,5 +1,5 @@
 """`JobService`: the one object the poller and the Slack front end hold. It picks the step a due
-job needs and hands it to the step's module; Retry and restore go to `bot.service.retry`."""
+job needs and hands it to the step's module; Retry goes to `bot.service.retry`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bot.service.due import WATCHED_STATES, is_poller_work
 from bot.service.left_behind import end_left_behind
 from bot.service.notices import Notifier, ending_for, finish, notice_again
 from bot.service.parts import DONE, SENDING, decided_ending
-from bot.service.retry import restore_previous, retry_job
+from bot.service.retry import retry_job
 from bot.service.sending import config_failure, recover_interrupted_send, send_next
 from bot.service.worker import PollSettings, Step, TargetClientFor, Worker
 from bot.staging import Staging
@@ -88,12 +88,6 @@ class JobService:
     def retry_job(self, job_id: str, actor: str) -> Job:
         """The Retry button (`bot.service.retry.retry_job`)."""
         return retry_job(self.worker, job_id, actor)
-
-    def restore_previous(
-        self, table: str, actor: str, *, channel_id: str | None = None, thread_ts: str | None = None
-    ) -> Job:
-        """Queue the table's previous successful version (`bot.service.retry.restore_previous`)."""
-        return restore_previous(self.worker, table, actor, channel_id=channel_id, thread_ts=thread_ts)
 
     # -- the poller's step -------------------------------------------------------------------------
 

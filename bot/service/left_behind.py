@@ -64,7 +64,8 @@ def target_label(worker: Worker, job: Job) -> str:
 
 
 def left_behind_reason(worker: Worker, job: Job) -> str:
-    """The notice's text: what stopped, that nothing was uploaded, what to do."""
+    """The notice's text: what stopped, that nothing was uploaded, what to do. Plain text: the
+    Slack notifier renders it (escaped) and adds who could have approved, from the table."""
     file = f"`{job.file_name}`"
     if job.state in INTAKE_STATES:
         log.warning("job %s: its intake stopped in %s; ending it", job.job_id, job.state)
@@ -77,32 +78,18 @@ def left_behind_reason(worker: Worker, job: Job) -> str:
     if entered and job.next_check_at is not None:
         waited = max((job.next_check_at - entered[-1].at).total_seconds(), 0.0)
     within = f"within {duration_text(waited)}"
-    if entered and entered[-1].reason.startswith("valid; waiting for confirmation"):
+    # Jobs recorded before approval and confirmation were kept apart say it in their history.
+    legacy_confirmation = bool(entered) and entered[-1].reason.startswith("valid; waiting for confirmation")
+    waits_for_approval = job.needs_approval or not (job.needs_confirmation or legacy_confirmation)
+    if waits_for_approval and not job.approver:
         return (
-            f"<@{job.requested_by}> did not confirm the upload of {file} {within}, so nothing was "
-            "uploaded. Share the file again to start over."
+            f"No approver answered {within}, so nothing was uploaded. Share the file again, "
+            f"or ask the approvers of `{job.table}` to look at it when you do."
         )
     return (
-        f"No approver answered {within}, so nothing was uploaded. Share the file again, "
-        f"or ask {approvers_text(worker, job)} to look at it when you do."
+        f"The removals of {file} were not confirmed {within}, so nothing was uploaded. "
+        "Share the file again to start over."
     )
-
-
-def approvers_text(worker: Worker, job: Job) -> str:
-    """Who could have approved: the table's approvers as mentions, or a description of them."""
-    try:
-        ids = worker.tables.table(job.table).extra.get("approvers", [])
-    except ConfigError:
-        ids = []
-    if isinstance(ids, str):
-        ids = [ids]
-    found = [mention(str(i)) for i in ids if isinstance(i, str) and i and i != "*"] if isinstance(ids, list) else []
-    return ", ".join(found) if found else f"the approvers of `{job.table}`"
-
-
-def mention(slack_id: str) -> str:
-    """A Slack mention of a user or a user group (`S...`), as the front end writes them."""
-    return f"<!subteam^{slack_id}>" if slack_id.startswith("S") else f"<@{slack_id}>"
 
 
 def duration_text(seconds: float) -> str:

@@ -1,13 +1,13 @@
-"""Retry and restore, for the Slack front end: a failed job queued again, or a table's previous
-successful version queued as a new job. The poller then sends them like any queued job."""
+"""Retry, for the Slack front end: a failed job queued again with the same staged file; the
+poller then sends it like any queued job. (A restore is not here: it is an upload of an earlier
+version through the intake, `bot.intake.Intake.restore_source`, with its checks and approvals.)"""
 
 from __future__ import annotations
 
-from bot.errors import JobConflict, Refused, StoreError
+from bot.errors import JobConflict, Refused
 from bot.service.parts import DONE
 from bot.service.worker import Worker
-from bot.staging.layout import previous_version
-from bot.store import Job, JobState, NewJob, UpstreamPart
+from bot.store import Job, JobState, UpstreamPart
 
 S = JobState
 
@@ -33,46 +33,3 @@ def retry_job(worker: Worker, job_id: str, actor: str) -> Job:
         )
     except JobConflict as exc:
         raise Refused(f"job {job_id} was changed meanwhile (now {exc.current.state}); it was not retried") from None
-
-
-def restore_previous(
-    worker: Worker, table: str, actor: str, *, channel_id: str | None = None, thread_ts: str | None = None
-) -> Job:
-    """Queue an upload of the table's previous successful version (the normalized file of the
-    newest `done` job before the latest `done` one). Raises Refused when there is none."""
-    worker.tables.table(table)  # ConfigError for an unknown table
-    done_jobs = [j for j in worker.store.recent_jobs(table, limit=100) if j.state is S.DONE]
-    if not done_jobs:
-        raise Refused(f"table {table} has no successful upload to go back from")
-    current = done_jobs[0]
-
-    def was_done(job_id: str) -> bool:
-        try:
-            return worker.store.get_job(job_id).state is S.DONE
-        except StoreError:
-            return False
-
-    version = previous_version(worker.staging, table, current.job_id, accept=was_done)
-    if version is None:
-        raise Refused(f"table {table} has no earlier successful version still in staging")
-    source = worker.store.get_job(version.job_id)
-    new = NewJob(
-        table=table,
-        target=source.target,
-        requested_by=actor,
-        source=f"restore:{version.job_id}",
-        file_name=source.file_name,
-        channel_id=channel_id,
-        thread_ts=thread_ts,
-        size_bytes=version.size,
-        sha256=source.sha256,
-        staging_key=version.key,
-    )
-    job, _ = worker.store.create_job(f"restore:{table}:{current.job_id}:{version.job_id}", new)
-    if job.state is S.RECEIVED:
-        job = worker.store.transition(job, S.VALIDATING, actor=actor, reason=f"restore {version.job_id}")
-    if job.state is S.VALIDATING:
-        job = worker.store.transition(
-            job, S.QUEUED, actor=actor, reason=f"restore of job {version.job_id}: validated when first uploaded"
-        )
-    return job

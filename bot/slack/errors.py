@@ -17,6 +17,7 @@ from bot.errors import (
     TablebotError,
     UpstreamError,
 )
+from bot.slack.render import esc
 
 _LEAD = (
     (Refused, ":no_entry:"),
@@ -30,14 +31,9 @@ _LEAD = (
 )
 
 
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping: `&`, `<`, `>` become entities, so nothing sent can ping or link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def reply_for(exc: TablebotError) -> str:
     """The reply to the person whose request ended in `exc`."""
     lead = next((text for kind, text in _LEAD if isinstance(exc, kind)), ":warning:")
     if isinstance(exc, StagingError | StoreError | NoticeFailed):
         return lead  # the details are for the operators' log, not the channel
-    return f"{lead} {escape(exc.message)}"
+    return f"{lead} {esc(exc.message)}"

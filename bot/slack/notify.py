@@ -8,6 +8,13 @@ the thread (`conversations.replies`, metadata included) for that post: a timed-o
 did land is not posted twice. A status message that cannot be edited, or a thread that cannot
 be posted in, for a lasting reason (deleted, not in channel) is logged and skipped, not retried
 forever. Reading threads needs the `channels:history` / `groups:history` scopes.
+
+Team channels: a table's `notify_channels` each get one line per ending (`render.announcement`:
+the ending, who asked, a link to the thread), posted after the thread post with metadata of
+event type `ANNOUNCEMENT_EVENT_TYPE`. When an announcement fails for a passing reason the notice
+as a whole is tried again; that later attempt finds the thread post (`ending_posted`) and then
+posts only the announcements it does not find in their channels. A channel the bot is not in is
+logged and skipped.
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.errors import NoticeFailed
+from bot.config import TablesFile
+from bot.errors import ConfigError, NoticeFailed
 from bot.service import ENDING_EVENT_TYPE, Ending, ending_metadata
-from bot.slack.messages import ending_message, progress_message, status_message
+from bot.slack.render import announcement, ending_message, ending_summary, progress_message, status_message
 from bot.store import Job
+
+ANNOUNCEMENT_EVENT_TYPE = "tablebot_job_announcement"
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,65 @@ def is_transient(exc: Exception) -> bool:
 
 
 class SlackNotifier:
-    def __init__(self, client: WebClient) -> None:
+    def __init__(self, client: WebClient, tables: TablesFile | None = None) -> None:
         self.client = client
+        self.tables = tables
+
+    def _notify_channels(self, job: Job) -> tuple[str, ...]:
+        if self.tables is None:
+            return ()
+        try:
+            channels = self.tables.table(job.table).access.notify_channels
+        except ConfigError:
+            return ()
+        return channels
+
+    def _approvers(self, job: Job) -> tuple[str, ...]:
+        if self.tables is None:
+            return ()
+        try:
+            return self.tables.table(job.table).access.approvers
+        except ConfigError:
+            return ()
+
+    def _announce(self, job: Job, ending: Ending, *, look_first: bool) -> None:
+        """One line per team channel; `look_first`: skip channels that have it already."""
+        channels = self._notify_channels(job)
+        if not channels:
+            return
+        permalink = None
+        anchor = job.thread_ts or job.status_ts
+        if job.channel_id and anchor:
+            try:
+                answer = self.client.chat_getPermalink(channel=job.channel_id, message_ts=anchor)
+                permalink = str(answer.get("permalink") or "") or None
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("job %s: no link to its thread (%s)", job.job_id, _describe(exc))
+        metadata = {
+            "event_type": ANNOUNCEMENT_EVENT_TYPE,
+            "event_payload": ending_metadata(job, ending.state)["event_payload"],
+        }
+        plain, blocks = announcement(job, ending_summary(job, ending), permalink)
+        for channel in channels:
+            try:
+                if look_first and self._announced(job, channel, metadata["event_payload"]):
+                    continue
+                self.client.chat_postMessage(channel=channel, text=plain, blocks=blocks, metadata=metadata)
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                if is_transient(exc):
+                    raise NoticeFailed(f"announcement in {channel}: {_describe(exc)}") from None
+                log.error("job %s: the ending cannot be announced in %s (%s)", job.job_id, channel, _describe(exc))
+
+    def _announced(self, job: Job, channel: str, payload: object) -> bool:
+        oldest = f"{job.notice_claimed_at.timestamp() - 600:.6f}" if job.notice_claimed_at else None
+        page = self.client.conversations_history(
+            channel=channel, include_all_metadata=True, limit=REPLIES_PAGE, oldest=oldest
+        )
+        for message in page.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == ANNOUNCEMENT_EVENT_TYPE and metadata.get("event_payload") == payload:
+                return True
+        return False
 
     def progress(self, job: Job, text: str) -> None:
         if not (job.channel_id and job.status_ts):
@@ -58,8 +125,9 @@ class SlackNotifier:
             log.warning("job %s: status message not updated (%s)", job.job_id, _describe(exc))
 
     def ending(self, job: Job, ending: Ending) -> None:
-        if not job.channel_id:
-            return  # a job without a Slack thread (CLI, pipeline): nobody to tell here
+        if not job.channel_id:  # a job without a Slack thread (CLI, pipeline): only its team channels
+            self._announce(job, ending, look_first=False)
+            return
         if job.status_ts:
             plain, blocks = status_message(job, ending)
             try:
@@ -70,7 +138,7 @@ class SlackNotifier:
                 log.warning(
                     "job %s: status message not updated (%s); posting in the thread", job.job_id, _describe(exc)
                 )
-        plain, blocks = ending_message(job, ending)
+        plain, blocks = ending_message(job, ending, self._approvers(job))
         try:
             self.client.chat_postMessage(
                 channel=job.channel_id,
@@ -84,15 +152,19 @@ class SlackNotifier:
                 raise NoticeFailed(f"thread post: {_describe(exc)}") from None
             # channel_not_found, not_in_channel, ...: trying again will not help; the job still ends.
             log.error("job %s: the ending cannot be posted in its thread (%s)", job.job_id, _describe(exc))
+        self._announce(job, ending, look_first=False)
 
     def ending_posted(self, job: Job, ending: Ending) -> bool:
         if not job.channel_id:
-            return True  # nowhere to post: nothing is missing
+            self._announce(job, ending, look_first=True)
+            return True  # no thread: only the team channels, now checked
         wanted = ending_metadata(job, ending.state)["event_payload"]
         try:
             for message in self._messages_after_claim(job):
                 metadata = message.get("metadata") or {}
                 if metadata.get("event_type") == ENDING_EVENT_TYPE and metadata.get("event_payload") == wanted:
+                    # The thread has it; an announcement may still be missing (posted after it).
+                    self._announce(job, ending, look_first=True)
                     return True
         except (SlackApiError, SlackClientError, OSError) as exc:
             if is_transient(exc):

@@ -1,17 +1,14 @@
-"""Who may upload to, approve for and see which table: read from `[tables.X]` of the tables file.
+"""Who may upload to, approve for and see which table: the rules, from `TableConfig.access`.
 
-Keys (all optional; the default is to deny):
+The tables file is validated when it is read (`bot.config`), so nothing here re-parses a key.
+A person may upload when the place allows the table (a listed channel; a direct message when the
+table says `allow_dms = true`) AND they are listed (directly, or through a user group) AND, for
+a person of another organisation in a Slack Connect channel, the table says
+`allow_external_users = true`. Nobody approves their own upload. Each refusal says why and who
+can help; the text is rendered (mentions from configured ids only).
 
-    [tables.hosts]
-    channels  = ["C0OPS0001"]   # channels where the table may be uploaded (or "*": any channel)
-    users     = ["U0ALICE01"]   # people who may upload (or "*": anyone in an allowed channel)
-    usergroups = ["S0ONCALL1"]  # user groups whose members may upload (usergroups.users.list)
-    approval  = true            # an upload waits for an approver's Approve button
-    approvers = ["U0BOB0001", "S0LEADS01"]  # people or user groups who may approve
-    max_removed_share = 0.2     # BigPanda: more removed rows than this share waits for a Confirm
-
-A person may upload when the channel is listed AND they are listed (directly, or through a
-group). Nobody approves their own upload. Each refusal says why and who can help.
+`bot.slack.guard.Guard` is the one place listeners ask: it binds these rules to the person of a
+request (their id, their team, where they are).
 """
 
 from __future__ import annotations
@@ -19,69 +16,38 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from bot.config import TableConfig, TablesFile
-from bot.errors import ConfigError
+from bot.config import ANY, TableAccess, TableConfig, TablesFile
+from bot.slack.render import code, mention, mentions
 
 log = logging.getLogger(__name__)
-
-ANY = "*"
-DEFAULT_MAX_REMOVED_SHARE = 0.2
 
 # Members of a Slack user group (`S...`); raises LookupError when the group cannot be read.
 GroupMembers = Callable[[str], frozenset[str]]
 
 
 @dataclass(frozen=True)
-class TablePolicy:
-    channels: tuple[str, ...] = ()
-    users: tuple[str, ...] = ()
-    usergroups: tuple[str, ...] = ()
-    approval: bool = False
-    approvers: tuple[str, ...] = ()  # user ids (U...) and user group ids (S...)
-    max_removed_share: float = DEFAULT_MAX_REMOVED_SHARE
+class Place:
+    """Where a request comes from: a channel, or a direct message with the bot."""
 
-    @property
-    def helpers(self) -> tuple[str, ...]:
-        """Who to ask about this table: its approvers, else the people allowed to upload."""
-        return self.approvers or tuple(u for u in (*self.users, *self.usergroups) if u != ANY)
+    channel: str
+    is_dm: bool = False
 
 
-def _ids(table: str, extra: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = extra.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f'[tables.{table}] {key} must be a list of Slack ids, e.g. {key} = ["C0123ABCD"]')
-    return tuple(value)
+@dataclass(frozen=True)
+class Person:
+    """Who asks: their user id, and whether they belong to another organisation (Slack Connect)."""
 
-
-def policy_for(table: TableConfig) -> TablePolicy:
-    """The table's permissions; ConfigError naming the key when one is malformed."""
-    extra = table.extra
-    approval = extra.get("approval", False)
-    if not isinstance(approval, bool):
-        raise ConfigError(f"[tables.{table.alias}] approval must be true or false")
-    share = extra.get("max_removed_share", DEFAULT_MAX_REMOVED_SHARE)
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise ConfigError(f"[tables.{table.alias}] max_removed_share must be a number from 0 to 1 (0.2 is 20%)")
-    return TablePolicy(
-        channels=_ids(table.alias, extra, "channels"),
-        users=_ids(table.alias, extra, "users"),
-        usergroups=_ids(table.alias, extra, "usergroups"),
-        approval=approval,
-        approvers=_ids(table.alias, extra, "approvers"),
-        max_removed_share=float(share),
-    )
+    user: str
+    external: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str = ""  # why not, for the person refused; names who can help
+    reason: str = ""  # why not, rendered for the person refused; names who can help
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -90,29 +56,18 @@ class Decision:
 ALLOWED = Decision(True)
 
 
-def mention(slack_id: str) -> str:
-    if slack_id.startswith("S"):
-        return f"<!subteam^{slack_id}>"
-    if slack_id.startswith(("C", "G")):
-        return f"<#{slack_id}>"
-    return f"<@{slack_id}>"
-
-
-def mentions(ids: Iterable[str]) -> str:
-    found = [mention(i) for i in ids if i != ANY]
-    return ", ".join(found) if found else "the bot's admins (the tables file)"
-
-
 class Permissions:
     def __init__(self, tables: TablesFile, group_members: GroupMembers) -> None:
         self.tables = tables
         self.group_members = group_members
 
-    def policy(self, alias: str) -> TablePolicy:
-        return policy_for(self.tables.table(alias))
+    def access(self, alias: str) -> TableAccess:
+        return self.tables.table(alias).access
 
     def _in_groups(self, user: str, groups: Iterable[str]) -> bool:
         for group in groups:
+            if not group.startswith("S"):
+                continue
             try:
                 if user in self.group_members(group):
                     return True
@@ -120,61 +75,105 @@ class Permissions:
                 log.warning("user group %s could not be read (%s); its members are not allowed for now", group, exc)
         return False
 
-    def _is_listed(self, user: str, users: Iterable[str], groups: Iterable[str]) -> bool:
-        users = tuple(users)
-        return ANY in users or user in users or self._in_groups(user, [g for g in groups if g.startswith("S")])
+    def _is_uploader(self, user: str, access: TableAccess) -> bool:
+        return ANY in access.users or user in access.users or self._in_groups(user, access.usergroups)
 
-    def channel_allows(self, alias: str, channel: str) -> bool:
-        channels = self.policy(alias).channels
-        return ANY in channels or channel in channels
+    def _is_approver(self, user: str, access: TableAccess) -> bool:
+        return user in access.approvers or self._in_groups(user, access.approvers)
 
-    def tables_for_channel(self, channel: str) -> list[TableConfig]:
-        """Tables that may be uploaded from `channel` (by someone), in the file's order."""
-        found = []
+    @staticmethod
+    def place_allows(access: TableAccess, place: Place) -> bool:
+        if place.is_dm:
+            return access.allow_dms
+        return ANY in access.channels or place.channel in access.channels
+
+    def tables_for_place(self, place: Place) -> list[TableConfig]:
+        """Tables that may be uploaded from this place (by someone), in the file's order."""
+        return [t for t in self.tables.tables.values() if self.place_allows(t.access, place)]
+
+    def tables_for_person(self, person: Person, place: Place) -> list[TableConfig]:
+        """Tables this person may upload from this place (the menu of a file with no table named)."""
+        return [t for t in self.tables_for_place(place) if self.can_upload(t.alias, person, place)]
+
+    def visible_tables(self, person: Person) -> set[str]:
+        """Tables whose jobs this person may see: those they may upload to or approve (anywhere)."""
+        found = set()
         for alias, table in self.tables.tables.items():
-            try:
-                if self.channel_allows(alias, channel):
-                    found.append(table)
-            except ConfigError as exc:
-                log.warning("table %s left out: %s", alias, exc)
+            access = table.access
+            if person.external and not access.allow_external_users:
+                continue
+            if self._is_uploader(person.user, access) or self._is_approver(person.user, access):
+                found.add(alias)
         return found
 
-    def can_upload(self, alias: str, user: str, channel: str) -> Decision:
-        try:
-            policy = self.policy(alias)
-        except ConfigError as exc:
-            return Decision(False, f"The bot's configuration of `{alias}` is broken ({exc}); tell the bot's admins.")
-        if not (ANY in policy.channels or channel in policy.channels):
-            where = (
-                ", ".join(mention(c) for c in policy.channels if c != ANY) or "no channel yet (ask the bot's admins)"
-            )
-            return Decision(False, f"Table `{alias}` cannot be uploaded from this channel; it can be from: {where}.")
-        if not self._is_listed(user, policy.users, policy.usergroups):
+    def _external_refusal(self, alias: str, person: Person, access: TableAccess) -> Decision | None:
+        if person.external and not access.allow_external_users:
             return Decision(
                 False,
-                f"You are not on the list of people who may upload `{alias}`. "
-                f"Ask {mentions(policy.helpers)} to upload it or to add you.",
+                f"Table {code(alias)} takes uploads and decisions only from people of this organisation, "
+                f"not from a connected one (Slack Connect). Ask {mentions(access.helpers)}.",
+            )
+        return None
+
+    def can_upload(self, alias: str, person: Person, place: Place) -> Decision:
+        access = self.access(alias)
+        external = self._external_refusal(alias, person, access)
+        if external is not None:
+            return external
+        if not self.place_allows(access, place):
+            if place.is_dm:
+                where = ", ".join(mention(c) for c in access.channels if c != ANY) or "no channel yet"
+                return Decision(
+                    False, f"Table {code(alias)} is not uploaded through direct messages; share it in: {where}."
+                )
+            where = (
+                ", ".join(mention(c) for c in access.channels if c != ANY) or "no channel yet (ask the bot's admins)"
+            )
+            return Decision(
+                False, f"Table {code(alias)} cannot be uploaded from this channel; it can be from: {where}."
+            )
+        if not self._is_uploader(person.user, access):
+            return Decision(
+                False,
+                f"You are not on the list of people who may upload {code(alias)}. "
+                f"Ask {mentions(access.helpers)} to upload it or to add you.",
             )
         return ALLOWED
 
-    def can_approve(self, alias: str, user: str, requested_by: str) -> Decision:
-        policy = self.policy(alias)
-        if user == requested_by:
-            others = mentions(policy.approvers)
-            return Decision(False, f"You cannot approve your own upload; ask {others}.")
-        users = [a for a in policy.approvers if not a.startswith("S")]
-        if not self._is_listed(user, users, policy.approvers):
-            return Decision(False, f"You are not an approver of `{alias}`; ask {mentions(policy.approvers)}.")
+    def can_approve(self, alias: str, person: Person, requested_by: str) -> Decision:
+        access = self.access(alias)
+        external = self._external_refusal(alias, person, access)
+        if external is not None:
+            return external
+        if person.user == requested_by:
+            return Decision(False, f"You cannot approve your own upload; ask {mentions(access.approvers)}.")
+        if not self._is_approver(person.user, access):
+            return Decision(False, f"You are not an approver of {code(alias)}; ask {mentions(access.approvers)}.")
         return ALLOWED
 
-    def can_manage(self, alias: str, user: str, requested_by: str, channel: str) -> Decision:
-        """Cancel, Confirm and Retry: the requester, an approver, or anyone who may upload here."""
-        if user == requested_by:
+    def can_confirm(self, alias: str, person: Person, requested_by: str) -> Decision:
+        """Confirm a large removal: the requester (it is their file) or an approver."""
+        access = self.access(alias)
+        external = self._external_refusal(alias, person, access)
+        if external is not None:
+            return external
+        if person.user == requested_by or self._is_approver(person.user, access):
             return ALLOWED
-        policy = self.policy(alias)
-        if self._is_listed(user, [a for a in policy.approvers if not a.startswith("S")], policy.approvers):
+        return Decision(
+            False,
+            f"Only the person who shared the file or an approver of {code(alias)} ({mentions(access.approvers)}) "
+            "may confirm its removals.",
+        )
+
+    def can_manage(self, alias: str, person: Person, requested_by: str, place: Place) -> Decision:
+        """Cancel and Retry: the requester, an approver, or anyone who may upload the table here."""
+        access = self.access(alias)
+        external = self._external_refusal(alias, person, access)
+        if external is not None:
+            return external
+        if person.user == requested_by or self._is_approver(person.user, access):
             return ALLOWED
-        return self.can_upload(alias, user, channel)
+        return self.can_upload(alias, person, place)
 
 
 class GroupCache:

@@ -17,7 +17,7 @@ from bot.errors import ConfigError
 from bot.intake import Fetcher, Intake, IntakeSettings
 from bot.schema import TableSchema
 from bot.settings import Settings, load_settings
-from bot.slack.app import SlackDeps
+from bot.slack.context import SlackDeps
 from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
 from bot.staging import Staging, staging_from_settings

@@ -479,6 +479,34 @@ class DynamoJobStore:
         item: Mapping[str, Any] | None = response.get("Item")
         return item
 
+    def claim_once(self, key: str, value: str, *, ttl_seconds: float) -> tuple[bool, str]:
+        now = self._now()
+        epoch = int(now.timestamp())
+        write_id = uuid.uuid4().hex
+        try:
+            self._call(
+                "put_item",
+                TableName=self.table_name,
+                Item={
+                    "pk": _s(f"CLAIM#{key}"),
+                    "sk": _s("CLAIM"),
+                    "kind": _s("claim"),
+                    "value": _s(value),
+                    "write_id": _s(write_id),
+                    "expires_at": {"N": str(epoch + max(1, int(ttl_seconds)))},
+                },
+                # An expired claim that TTL has not deleted yet is free again.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(epoch)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except _ConditionFailed as failed:
+            item = failed.item or self._get_item({"pk": _s(f"CLAIM#{key}"), "sk": _s("CLAIM")}) or {}
+            if item.get("write_id", {}).get("S") == write_id:  # our own write, re-sent after a lost answer
+                return True, value
+            return False, str(item.get("value", {}).get("S", ""))
+        return True, value
+
     def get_job(self, job_id: str) -> Job:
         item = self._get_item(_job_key(job_id))
         if item is None:

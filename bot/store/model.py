@@ -102,7 +102,13 @@ class Job:
     notified: bool = False
     notice_claimed_by: str | None = None
     notice_claimed_at: datetime | None = None
-    approver: str | None = None
+    approver: str | None = None  # who approved (or rejected) the upload
+    # What a job waiting in `awaiting_approval` needs before it may go: an approver's Approve (the
+    # table requires approval) and/or a Confirm of a large removal (the requester or an approver
+    # may give it). Both are recorded separately, so one never stands in for the other.
+    needs_approval: bool = False
+    needs_confirmation: bool = False
+    confirmed_by: str | None = None
     finished_at: datetime | None = None
     next_check_at: datetime | None = None  # set: the job is in the due index
     lease_owner: str | None = None
@@ -144,6 +150,9 @@ class JobChanges(TypedDict, total=False):
     notice_claimed_by: str | None
     notice_claimed_at: datetime | None
     approver: str | None
+    needs_approval: bool
+    needs_confirmation: bool
+    confirmed_by: str | None
 
 
 CHANGEABLE_FIELDS: frozenset[str] = frozenset(JobChanges.__annotations__)
@@ -252,7 +261,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
             )
         elif f.name in {"version", "size_bytes", "row_count", "attempts", "expires_at"}:
             values[f.name] = int(value)
-        elif f.name == "notified":
+        elif f.name in {"notified", "needs_approval", "needs_confirmation"}:
             values[f.name] = bool(value)
         else:
             values[f.name] = str(value)

@@ -113,6 +113,13 @@ class JobStore(Protocol):
         """Latest jobs (of one table, or all), newest first, through an index."""
         ...
 
+    def claim_once(self, key: str, value: str, *, ttl_seconds: float) -> tuple[bool, str]:
+        """Record `value` under `key` unless something is recorded there already (one conditional
+        write): `(True, value)` for the first caller, `(False, the first caller's value)` for every
+        later one. Kept `ttl_seconds`. The Slack front end answers a delivery (an event, a
+        command, a menu pick) once with it."""
+        ...
+
     def purge_expired(self, now: datetime | None = None) -> int:
         """Delete rows past their expiry time; returns how many. DynamoDB's TTL does this by itself."""
         ...

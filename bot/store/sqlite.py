@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (job_id, seq)
 );
 CREATE INDEX IF NOT EXISTS history_by_table ON history (table_name, at_us);
+CREATE TABLE IF NOT EXISTS claims (
+    claim_key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gates (
     table_name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -459,6 +464,18 @@ class SqliteJobStore:
                 ).fetchall()
         return [job_from_record(json.loads(r["record"])) for r in rows]
 
+    def claim_once(self, key: str, value: str, *, ttl_seconds: float) -> tuple[bool, str]:
+        now = int(self._now().timestamp())
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM claims WHERE claim_key = ? AND expires_at > ?", (key, now)).fetchone()
+            if row is not None:
+                return False, str(row["value"])
+            conn.execute(
+                "INSERT OR REPLACE INTO claims (claim_key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, now + max(1, int(ttl_seconds))),
+            )
+        return True, value
+
     def purge_expired(self, now: datetime | None = None) -> int:
         epoch = int((as_utc(now) if now is not None else self._now()).timestamp())
         with self._write() as conn:
@@ -467,6 +484,7 @@ class SqliteJobStore:
                 "DELETE FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 "DELETE FROM history WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 "DELETE FROM deliveries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                "DELETE FROM claims WHERE expires_at <= ?",
             ):
                 removed += conn.execute(statement, (epoch,)).rowcount
         return removed

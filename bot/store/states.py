@@ -30,7 +30,8 @@ ALLOWED_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
     {
         S.RECEIVED: frozenset({S.VALIDATING, S.CANCELLED}),
         S.VALIDATING: frozenset({S.INVALID, S.AWAITING_APPROVAL, S.QUEUED, S.CANCELLED}),
-        S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.CANCELLED}),
+        # awaiting_approval → itself: one of two decisions (approval, confirmation) given, in the history
+        S.AWAITING_APPROVAL: frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.CANCELLED}),
         S.QUEUED: frozenset({S.UPLOADING, S.CANCELLED}),
         S.UPLOADING: frozenset({S.SUBMITTED, S.FAILED, S.CANCELLED}),
         S.SUBMITTED: frozenset({S.DONE, S.FAILED, S.TIMED_OUT}),

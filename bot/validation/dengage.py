@@ -217,7 +217,12 @@ class DengageRules(TargetRules):
             for i, why in sorted(bad):
                 line = lines[i] if lines is not None else first_line + i
                 issues.add(
-                    type_code, Severity.ERROR, line, header, f"line {line}: the {label} value ({type_name}) {why}"
+                    type_code,
+                    Severity.ERROR,
+                    line,
+                    header,
+                    f"line {line}: the {label} value ({type_name}) {why}",
+                    value=values[i][:200],
                 )
 
         self._checks.append(typed)

@@ -27,15 +27,21 @@ class Issue:
     line: int | None
     column: str | None
     message: str
+    # The offending value as the file has it, beside the message (which may quote it too): a
+    # renderer shows it as data (Slack: escaped in a code span), never as part of a template.
+    value: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "code": self.code,
             "severity": self.severity.value,
             "line": self.line,
             "column": self.column,
             "message": self.message,
         }
+        if self.value is not None:
+            found["value"] = self.value
+        return found
 
 
 @dataclass
@@ -106,12 +112,21 @@ class IssueCollector:
         self.severity_counts: dict[str, int] = {}
         self.dropped = 0
 
-    def add(self, code: str, severity: Severity, line: int | None, column: str | None, message: str) -> None:
+    def add(
+        self,
+        code: str,
+        severity: Severity,
+        line: int | None,
+        column: str | None,
+        message: str,
+        *,
+        value: str | None = None,
+    ) -> None:
         seen = self.counts.get(code, 0)
         self.counts[code] = seen + 1
         self.severity_counts[severity.value] = self.severity_counts.get(severity.value, 0) + 1
         if len(self.kept) < self.max_issues or seen == 0:
-            self.kept.append(Issue(code, severity, line, column, message))
+            self.kept.append(Issue(code, severity, line, column, message, value))
         else:
             self.dropped += 1
 
