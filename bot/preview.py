@@ -19,10 +19,11 @@ import io
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy itself is imported by diff_versions: this module is on Slack's acknowledgement path
+    import numpy as np
+    import numpy.typing as npt
 
 DEFAULT_EXAMPLES = 3
 _BATCH = 8192
@@ -111,6 +112,8 @@ def diff_versions(
 ) -> ChangePreview:
     """Compare two CSV files (`old` the table as it is, `new` its replacement), streaming both.
     `reopen_old` gives the old file again for the examples of removed and changed rows."""
+    import numpy as np
+
     old_header, old_rows = _reader(old)
     new_header, new_rows = _reader(new)
     keys = _usable_keys(key_columns, old_header, new_header)

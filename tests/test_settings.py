@@ -113,7 +113,15 @@ def test_ctrl_c_ends_the_cli_with_130_and_no_traceback(tmp_path: Path) -> None:
     fifo = tmp_path / "never-written.csv"
     os.mkfifo(fifo)  # the CLI blocks opening it: interrupted mid-command
     cmd = [*TABLEBOT, "validate", str(fifo), "--target", "bigpanda", "--columns", "host"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    # A shell's background job (a CI runner may be one) starts children with SIGINT ignored:
+    # give the CLI the disposition a terminal gives it.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(1.5)  # let it start; the signal is the point, not the timing
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from bot.schema import Column, TableSchema
-from bot.validation import Report, Severity, ValidationOptions, validate
+from bot.validation import Report, Severity, ValidationOptions
+from tests.validation_support import validate_both
 
 BP = TableSchema(kind="bigpanda", columns=(Column("host", role="query_tag"), Column("owner", role="result_tag")))
 
 
 def run(data: bytes, schema: TableSchema = BP, **options: object) -> tuple[Report, bytes]:
-    out = io.BytesIO()
-    report = validate(io.BytesIO(data), schema, ValidationOptions(**options), output=out)  # type: ignore[arg-type]
-    return report, out.getvalue()
+    return validate_both(data, schema, ValidationOptions(**options))  # type: ignore[arg-type]
 
 
 def pairs(report: Report) -> list[tuple[str, int | None]]:
@@ -103,7 +100,9 @@ def test_column_order_differs_is_a_warning_only() -> None:
 def test_duplicate_rows_compare_parsed_values_and_name_both_lines() -> None:
     report, _ = run(b'host,owner\na,b\nc,d\n"a",b\na,"b"\n')
     assert pairs(report) == [("duplicate_row", 4), ("duplicate_row", 5)]
-    assert all("repeats line 2" in i.message for i in report.issues)
+    # each repeat names the occurrence before it
+    assert [i.message.split(" exactly")[0] for i in report.issues] == ["line 4 repeats line 2", "line 5 repeats line 4"]
+    assert all(i.severity is Severity.ERROR for i in report.issues)
     assert not report.valid and report.rows == 4
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from bot.schema import Column, ColumnType, TableSchema
-from bot.validation import Report, Severity, ValidationOptions, validate
+from bot.validation import Report, Severity, ValidationOptions
+from tests.validation_support import validate_both
 
 
 def schema(*columns: Column, table: str = "orders", mapping: dict[str, str] | None = None) -> TableSchema:
@@ -26,7 +25,7 @@ HEADER = b"id,email,total,paid,at,note\n"
 
 
 def run(data: bytes, table: TableSchema = ORDERS, **options: object) -> Report:
-    return validate(io.BytesIO(data), table, ValidationOptions(**options))  # type: ignore[arg-type]
+    return validate_both(data, table, ValidationOptions(**options))[0]  # type: ignore[arg-type]
 
 
 def pairs(report: Report) -> list[tuple[str, int | None, str | None]]:
@@ -156,13 +155,32 @@ def test_repeated_primary_key_warns_naming_the_earlier_line() -> None:
     assert report.valid
     assert pairs(report) == [("repeated_key", 4, "id"), ("repeated_key", 5, "id")]
     assert report.issues[0].severity is Severity.WARNING
-    assert "line 2" in report.issues[0].message and "line 4" in report.issues[1].message
-    assert "line 5" in report.issues[0].message  # the row that wins
+    assert "as line 2" in report.issues[0].message and "as line 4" in report.issues[1].message
+    assert "keeps the last row" in report.issues[0].message
 
 
-def test_exact_duplicate_is_a_duplicate_row_not_a_repeated_key() -> None:
+def test_identical_rows_with_a_key_are_a_repeated_key_warning_not_an_error() -> None:
+    # D·engage upserts: the second row overwrites the first (the vendor page has no uniqueness rule)
     report = run(HEADER + b"1,a@b.co,,,,\n1,a@b.co,,,,\n")
-    assert [(i.code, i.line) for i in report.issues] == [("duplicate_row", 3)]
+    assert report.valid
+    assert [(i.code, i.severity, i.line) for i in report.issues] == [("repeated_key", Severity.WARNING, 3)]
+
+
+def test_identical_rows_without_a_key_warn_they_are_appended_twice() -> None:
+    table = schema(Column("name"), Column("city"))
+    report = run(b"name,city\nann,rome\nbob,oslo\nann,rome\n", table)
+    assert report.valid
+    assert [(i.code, i.severity, i.line) for i in report.issues] == [("duplicate_row", Severity.WARNING, 4)]
+    assert "repeats line 2" in report.issues[0].message and "appends both" in report.issues[0].message
+
+
+def test_a_value_over_128_kib_is_fine_for_dengage() -> None:
+    # csv's own field limit (131,072 characters) is no D·engage rule; nor is any other value length
+    table = schema(Column("id", primary=True, nullable=False), Column("notes"))
+    big = b"x" * 300_000
+    report = run(b"id,notes\n1," + big + b'\n2,"' + big + b'\nmore"\n', table)
+    assert report.valid, report.issues
+    assert report.rows == 2 and report.issues == []
 
 
 def test_composite_primary_key() -> None:

@@ -9,15 +9,14 @@ import pytest
 
 from bot.schema import Column, TableSchema
 from bot.validation import Report, Severity, ValidationOptions, validate
+from tests.validation_support import validate_both
 
 BP = TableSchema(kind="bigpanda", columns=(Column("a"), Column("b")))
 DE = TableSchema(kind="dengage", columns=(Column("a"), Column("b")), table_name="t")
 
 
 def run(data: bytes, schema: TableSchema = BP, **options: object) -> tuple[Report, bytes]:
-    out = io.BytesIO()
-    report = validate(io.BytesIO(data), schema, ValidationOptions(**options), output=out)  # type: ignore[arg-type]
-    return report, out.getvalue()
+    return validate_both(data, schema, ValidationOptions(**options))  # type: ignore[arg-type]
 
 
 def codes_of(report: Report, severity: Severity | None = None) -> list[str]:
@@ -202,7 +201,10 @@ def test_unclosed_quote_in_a_big_file_is_bounded() -> None:
     rows = b"".join(b"%d,value\n" % i for i in range(40_000))
     report, _ = run(b'a,b\n1,"open\n' + rows)
     assert not report.valid
-    assert any(i.code == "value_too_long" and i.line == 2 for i in report.issues)
+    # the quote runs to the end of the file: one quoting error where it opens, no parser limit
+    # posing as a rule and no "no data rows"
+    assert [(i.code, i.line) for i in report.issues] == [("bad_quoting", 2)]
+    assert "never closed" in report.issues[0].message
 
 
 def test_file_too_large_stops_reading() -> None:
@@ -267,3 +269,21 @@ def test_output_write_failure_is_raised_not_swallowed() -> None:
 
     with pytest.raises(OSError, match="No space"):
         validate(io.BytesIO(b"a,b\n1,2\n"), BP, output=Full())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xe9", b"\xed\xa0\x80", b"\xf0\x9f\x98", b"\xff\xfe\xfd", b"\xc3"],
+    ids=["latin1", "surrogate", "truncated", "three_bytes", "lone_lead"],
+)
+def test_one_issue_per_bad_utf8_sequence(bad: bytes) -> None:
+    report, _ = run(b"a,b\nx," + bad + b"\ny,z" + bad + b"z\n")
+    assert [(i.code, i.line) for i in report.issues] == [("invalid_utf8", 2), ("invalid_utf8", 3)]
+
+
+@pytest.mark.parametrize("padding", [0, 100_000])
+def test_a_nul_byte_is_reported_with_its_line(padding: int) -> None:
+    rows = b"p,q\n" * (padding // 4)
+    report, _ = run(b"a,b\n" + rows + b"1,2\nx,\x00y\n")
+    issue = only(report, "binary_file")
+    assert issue.line == 3 + padding // 4 and f"line {issue.line}" in issue.message

@@ -1,4 +1,4 @@
-"""D·engage data tables, UpsertData-Async: the vendor's rules (docs/upstream-apis.md).
+"""D·engage data tables, UpsertData-Async: the vendor's rules, as its API page states them (docs/upstream-apis.md).
 
 - The header line is separated by `;` or `,`: we pick the one whose titles match the table best.
 - Every table column must be in the file (under its own name, or under the file header that
@@ -17,7 +17,10 @@
     EMAIL     local@domain.tld: no spaces, exactly one @, a dot in the domain
     PHONE, TEXT  not checked (phone formats vary too much to refuse one safely)
 - The table is not `master_contact` (the API refuses it).
-- A primary key that repeats is a warning (the last row wins), naming the earlier line.
+- Rows are upserted: a primary key that repeats is a warning (D·engage keeps the last row),
+  naming the line before it with that key; identical rows are no error either: with a key they
+  are a repeated key, without one a warning that D·engage appends both.
+- No value length limit of its own: the vendor page names none (only the request size).
 """
 
 from __future__ import annotations
@@ -84,6 +87,20 @@ class DengageRules(TargetRules):
         # file header for each table column
         self.headers = {c.name: schema.column_mapping.get(c.name, c.name) for c in schema.columns}
         self._checks: list[RowCheck] = []
+
+    @property
+    def needs_rows(self) -> bool:
+        return bool(self._checks or self.key_indices)
+
+    @property
+    def duplicate_row(self) -> tuple[Severity, str]:  # type: ignore[override]
+        if self.key_indices:
+            return super().duplicate_row
+        return (
+            Severity.WARNING,
+            "; the table has no primary key, so D·engage appends both rows: delete one unless the row "
+            "is meant to be there twice",
+        )
 
     def check_table(self, issues: IssueCollector) -> None:
         name = (self.schema.table_name or "").strip()

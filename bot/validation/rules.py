@@ -21,6 +21,16 @@ class TargetRules:
     # Primary-key file column indices (set by check_header); repeated keys get a warning.
     key_indices: tuple[int, ...] = ()
     key_label: str = ""
+    # How a row repeated exactly is reported: its severity and the advice after "line X repeats line Y exactly".
+    duplicate_row: tuple[Severity, str] = (
+        Severity.ERROR,
+        ": delete one of them (or use --drop-duplicates to remove repeats)",
+    )
+
+    @property
+    def needs_rows(self) -> bool:
+        """Whether `check_rows` or the key need the parsed values of regular rows (the fast pass skips parsing otherwise)."""
+        return bool(self.key_indices)
 
     def choose_delimiter(self, header_line: str) -> str:
         return ","
@@ -39,6 +49,9 @@ def check_header_names(header: list[str], issues: IssueCollector) -> None:
     """Every column has a name, and no name appears twice."""
     for position, name in enumerate(header, start=1):
         if not name.strip():
+            if not issues.wants(codes.EMPTY_HEADER, 1):
+                issues.add(codes.EMPTY_HEADER, Severity.ERROR, 1, None, "")
+                continue
             issues.add(
                 codes.EMPTY_HEADER,
                 Severity.ERROR,
@@ -49,6 +62,9 @@ def check_header_names(header: list[str], issues: IssueCollector) -> None:
             )
     for name, count in Counter(header).items():
         if count > 1 and name.strip():
+            if not issues.wants(codes.DUPLICATE_HEADER, 1):
+                issues.add(codes.DUPLICATE_HEADER, Severity.ERROR, 1, name, "")
+                continue
             issues.add(
                 codes.DUPLICATE_HEADER,
                 Severity.ERROR,

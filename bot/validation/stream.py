@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import io
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
-
-import numpy as np
+from typing import BinaryIO, NamedTuple
 
 from bot.errors import InputError
 from bot.validation import codes
@@ -61,14 +58,14 @@ class Sink:
     for large buffers, so on a machine with a second core they cost the parse nothing.
     """
 
-    def __init__(self, output: BinaryIO | None, threaded: bool = True) -> None:
+    def __init__(self, output: BinaryIO | None, threaded: bool = True, digest: bool = True) -> None:
         self._output = output
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if digest else None
         self.bytes_written = 0
         self._error: BaseException | None = None
         self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
-        if threaded:
+        if threaded and (digest or output is not None):
             # Bounded: the parse can run at most a few chunks ahead of the hashing.
             self._queue = queue.Queue(maxsize=4)
             self._thread = threading.Thread(target=self._drain, name="validation-sink", daemon=True)
@@ -76,7 +73,8 @@ class Sink:
         self._digest: str | None = None
 
     def _consume(self, data: bytes) -> None:
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         if self._output is not None:
             self._output.write(data)
 
@@ -96,6 +94,8 @@ class Sink:
         if not data:
             return
         self.bytes_written += len(data)
+        if self._sha is None and self._output is None:
+            return
         if self._queue is None:
             self._consume(data)
             return
@@ -104,12 +104,12 @@ class Sink:
         self._queue.put(data)
 
     def close(self) -> str:
-        """Wait for the pending writes; the hex SHA-256 of everything written."""
+        """Wait for the pending writes; the hex SHA-256 of everything written ("" without `digest`)."""
         if self._digest is None:
             if self._queue is not None and self._thread is not None:
                 self._queue.put(None)
                 self._thread.join()
-            self._digest = self._sha.hexdigest()
+            self._digest = self._sha.hexdigest() if self._sha is not None else ""
             if self._error is not None:
                 raise self._error
         return self._digest
@@ -118,7 +118,21 @@ class Sink:
 def iter_source(source: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
     """Chunks of at least `chunk_size` bytes (except the last): small pieces are joined."""
     read = getattr(source, "read", None)
-    pieces: Iterator[bytes] = iter(lambda: read(chunk_size) or b"", b"") if read is not None else iter(source)
+    readline = getattr(source, "readline", None)
+    if read is not None and readline is not None:
+        # A file: each chunk ends at a line end (a line longer than a chunk comes in chunk-sized
+        # pieces), so the blocks of whole lines need no copying.
+        def line_chunk() -> bytes:
+            data: bytes = read(chunk_size) or b""
+            if data and not data.endswith(b"\n"):
+                data += readline(chunk_size) or b""
+            return data
+
+        pieces: Iterator[bytes] = iter(line_chunk, b"")
+    elif read is not None:
+        pieces = iter(lambda: read(chunk_size) or b"", b"")
+    else:
+        pieces = iter(source)
     pending: list[bytes] = []
     size = 0
     for piece in pieces:
@@ -140,6 +154,8 @@ def iter_source(source: BinaryIO | Iterable[bytes], chunk_size: int) -> Iterator
 def _count_newlines(data: bytes) -> int:
     if len(data) < 65536:
         return data.count(b"\n")
+    import numpy as np  # faster than bytes.count on large chunks; imported when first needed
+
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
 
 
@@ -168,7 +184,7 @@ def sniff(sample: bytes) -> FatalInput | None:
         even, odd = head[0::2].count(0), head[1::2].count(0)
         if max(even, odd) > half * 0.3 and min(even, odd) < half * 0.05:
             return FatalInput(codes.UTF16_FILE, f"the file looks like UTF-16 text, not UTF-8: {save_as}")
-        return FatalInput(codes.BINARY_FILE, f"the file contains NUL bytes, so it is not a CSV text file: {save_as}")
+        return nul_byte(head, 0)
     controls = len(head.translate(None, _TEXT_BYTES))
     if controls > max(2, len(head) // 100):
         return FatalInput(codes.BINARY_FILE, f"the file contains binary data, not CSV text: {save_as}")
@@ -183,8 +199,26 @@ def sniff(sample: bytes) -> FatalInput | None:
     return None
 
 
+def nul_byte(data: bytes, lines_before: int) -> FatalInput:
+    """The error for the first NUL byte of `data` (which starts after `lines_before` lines)."""
+    at = data.find(b"\x00")
+    line = lines_before + _line_breaks(data[:at]) + 1
+    return FatalInput(
+        codes.BINARY_FILE,
+        f"line {line} contains a NUL byte, so the file is not CSV text (a table export never has one): "
+        "export or save it as CSV (UTF-8) and try again",
+        line,
+    )
+
+
+class Block(NamedTuple):
+    data: bytes  # repaired bytes of whole lines
+    text: str | None  # their text; None: not decoded yet (ByteNormalizer.decode)
+    context: tuple[bytes, int, bytes, int, bool] | None  # where the raw bytes were, for a later decode
+
+
 class ByteNormalizer:
-    """The repaired bytes of a source, chunk by chunk, and their text as lines (`text_blocks`)."""
+    """The repaired bytes of a source and their text, in blocks of whole lines (`blocks`)."""
 
     def __init__(
         self,
@@ -207,6 +241,8 @@ class ByteNormalizer:
         # Physical lines longer than `long_line_bytes` (ascending): only these can hold a long value.
         self.long_lines: list[int] = []
         self.completed = False  # the whole source was read
+        # Hand whole-chunk blocks on undecoded (the fast pass's helpers check their UTF-8).
+        self.defer_decoding = False
         self._started = False
         self._done = False
         self._lines_emitted = 0  # LF bytes handed on so far
@@ -228,29 +264,67 @@ class ByteNormalizer:
         self._first_cr_line: int | None = None
         self._offset = 0  # file offset of the next raw chunk to process
 
-    def text_blocks(self) -> Iterator[io.StringIO]:
-        """The repaired text as blocks of whole lines; `chain.from_iterable` makes them lines.
+    def blocks(self) -> Iterator[Block]:
+        """The repaired bytes and their text, in blocks of whole lines (each block ends with LF).
 
-        Decoding happens once, here, per chunk; each block's lines are split by StringIO in C.
+        Decoding happens once, here, per chunk (invalid UTF-8 is reported and kept as surrogate
+        escapes, so the text encodes back to the same bytes). With `defer_decoding`, a block that
+        is a whole chunk comes undecoded (text None): `decode(block)` decodes it later, reporting
+        invalid UTF-8 exactly as it would have here.
         """
-        carry = ""
+        carry_bytes = b""
+        carry_text = ""
         while True:
             data = self._next()
             final = not data
+            if (
+                self.defer_decoding
+                and not final
+                and not carry_bytes
+                and not self._utf8_pending
+                and data.endswith(b"\n")
+            ):
+                yield Block(data, None, self._context())
+                continue
             text = self._decode(data, final)
             if final:
-                if carry or text:
-                    yield io.StringIO(carry + text, newline="")
+                if carry_bytes or text:
+                    yield Block(carry_bytes, carry_text + text, None)
                 return
-            cut = text.rfind("\n") + 1
-            if cut == 0:
-                carry += text
+            if not carry_bytes and data.endswith(b"\n") and text.endswith("\n"):
+                yield Block(data, text, None)  # the usual case with a file source: no copy
                 continue
-            block = text if cut == len(text) else text[:cut]
-            if carry:
-                block = carry + block
-            carry = text[cut:]
-            yield io.StringIO(block, newline="")
+            data = carry_bytes + data if carry_bytes else data
+            text = carry_text + text if carry_text else text
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry_bytes, carry_text = data, text
+                continue
+            text_cut = text.rfind("\n") + 1
+            if cut == len(data):
+                carry_bytes = b""
+                yield Block(data, text if text_cut == len(text) else text[:text_cut], None)
+            else:
+                carry_bytes = data[cut:]
+                yield Block(data[:cut], text[:text_cut], None)
+            carry_text = text[text_cut:]
+
+    def _context(self) -> tuple[bytes, int, bytes, int, bool]:
+        return (self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf)
+
+    def decode(self, block: Block) -> str:
+        """The text of a block (decoding it now if `blocks` deferred it)."""
+        if block.text is not None:
+            return block.text
+        assert block.context is not None
+        saved, pending = self._context(), self._utf8_pending
+        self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf = block.context
+        self._utf8_pending = b""
+        try:
+            return self._decode(block.data, False)
+        finally:
+            self._raw, self._raw_offset, self._raw_before, self._raw_lines_before, self._raw_skip_lf = saved
+            self._utf8_pending = pending
 
     def _decode(self, data: bytes, final: bool) -> str:
         pending = self._utf8_pending
@@ -356,8 +430,9 @@ class ByteNormalizer:
         if self._held_newlines:
             data = b"\n" * self._held_newlines + data
             self._held_newlines = 0
-        content = len(data.rstrip(b"\n"))
-        trailing = len(data) - content
+        # (rstrip would copy the chunk even to remove one LF)
+        trailing = len(data) - len(data.rstrip(b"\n")) if data.endswith(b"\n\n") else int(data.endswith(b"\n"))
+        content = len(data) - trailing
         if trailing:
             keep = 1 if content or not self._ends_with_newline else 0
             hold = trailing - keep
@@ -369,6 +444,8 @@ class ByteNormalizer:
         return self._emit(data)
 
     def _emit(self, data: bytes) -> bytes:
+        if b"\x00" in data:
+            raise nul_byte(data, self._lines_emitted)
         self._scan_lines(data)
         self._lines_emitted += _count_newlines(data)
         self._ends_with_newline = data.endswith(b"\n")
@@ -475,18 +552,26 @@ class ByteNormalizer:
         )
 
     def _report_bad_utf8(self, pending: int) -> None:
-        """Name each invalid sequence of the latest raw chunk by line and file offset (rare path)."""
+        """Name each invalid sequence of the latest raw chunk by line and file offset (rare path).
+
+        Adjacent invalid bytes are one sequence (the decoder names a UTF-16 surrogate's three bytes
+        one by one): one issue each.
+        """
         raw = self._raw
         buf = (self._raw_before[-pending:] if pending else b"") + raw
         offset = self._raw_offset - pending  # file offset of buf[0]
         view = memoryview(buf)
         pos = 0
+        last_end = -1
         while pos < len(buf):
             try:
                 _, used = codecs.utf_8_decode(view[pos:], "strict", not raw)
             except UnicodeDecodeError as exc:
-                self._bad_utf8(raw[: max(0, pos + exc.start - pending)], offset + pos + exc.start)
+                start = pos + exc.start
+                if start != last_end:
+                    self._bad_utf8(raw[: max(0, start - pending)], offset + start)
                 pos += exc.end
+                last_end = pos
                 continue
             pos += used
             break
@@ -496,13 +581,13 @@ class ByteNormalizer:
 
     def _bad_utf8(self, before: bytes, offset: int) -> None:
         """`before`: the raw bytes of the chunk up to the bad sequence."""
-        if not self._issues.wants(codes.INVALID_UTF8):
-            self._issues.add(codes.INVALID_UTF8, Severity.ERROR, None, None, "")
-            return
         breaks = _line_breaks(before)
         if self._raw_skip_lf and before.startswith(b"\n"):
             breaks -= 1  # that LF completes a CRLF counted in the chunk before
         line = self._raw_lines_before + breaks + 1
+        if not self._issues.wants(codes.INVALID_UTF8, line):
+            self._issues.add(codes.INVALID_UTF8, Severity.ERROR, line, None, "")
+            return
         self._issues.add(
             codes.INVALID_UTF8,
             Severity.ERROR,
