@@ -1,7 +1,7 @@
-"""`tablebot validate | upload | status | serve | demo | sandbox`.
+"""`tablebot validate | upload | check | status | serve | demo | sandbox`.
 
 Exit codes (DESIGN.md): 0 ok/valid/done, 1 invalid, 2 usage or config error,
-3 upstream failed, 4 upstream unreachable.
+3 upstream refused or failed (also: rate limited, not ended in time), 4 upstream unreachable.
 """
 
 from __future__ import annotations
@@ -32,10 +32,16 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cmd | head` reports a closed pipe
 def exit_code(exc: TablebotError) -> int:
     """The one mapping from a branch of the error tree to the CLI's exit code (DESIGN.md)."""
     if isinstance(exc, UpstreamError):
-        return EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
+        return upstream_exit_code(exc.kind)
     if isinstance(exc, InputError):
         return EXIT_INVALID
     return EXIT_USAGE  # the tables file, the environment, the command line, a file that cannot be read
+
+
+def upstream_exit_code(kind: str) -> int:
+    """4 only when the vendor could not be reached (no answer, or 5xx); any answer that refuses,
+    a 429 (rate limited) included, is 3."""
+    return EXIT_UPSTREAM_UNREACHABLE if kind in ("unreachable", "server") else EXIT_UPSTREAM_FAILED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between job status reads (default 5)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds (3600)")
 
+    p = sub.add_parser(
+        "check",
+        help="prove a table's configuration against its upstream: log in, find the table, compare its schema",
+        description="Each step is reported with what to fix. Exit 0 when every step passed, 3 when the "
+        "upstream refused or the schema differs from the tables file, 4 when it could not be reached, "
+        "2 for a usage or configuration error.",
+    )
+    p.add_argument("--table", required=True, help="table alias from the tables file")
+    p.add_argument("--config", type=Path, help="tables file (default: $TABLEBOT_CONFIG)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
     p = sub.add_parser("sandbox", help="serve an emulator of an upstream API on 127.0.0.1")
     p.add_argument("kind", choices=TARGET_KINDS)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
@@ -94,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "validate": cmd_validate,
         "upload": cmd_upload,
+        "check": cmd_check,
         "sandbox": cmd_sandbox,
         "demo": cmd_demo,
         "serve": cmd_serve,
@@ -237,12 +255,20 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
     timeout = httpx.Timeout(float(table.target.options.get("timeout_seconds", 60)), connect=10.0)
     with httpx.Client(timeout=timeout) as http, tempfile.TemporaryDirectory(prefix="tablebot-upload-") as tmp:
-        client = build_client(table.target, http)  # fails fast (exit 2) when a credential is not set
+        # With the deployment's DynamoDB store named (TABLEBOT_JOBS_TABLE), a pipeline's upload books
+        # its requests there too, so it shares the vendors' limits with the bot; else this process only.
+        pacing = None
+        if settings.jobs_table:
+            from bot.targets.shared_pacing import StorePacing
+            from bot.wiring import store_from_settings
+
+            pacing = StorePacing(store_from_settings(settings))
+        client = build_client(table.target, http, pacing=pacing)  # exit 2 when a credential is not set
         base: dict[str, object] = {"file": str(args.file), "table": table.alias, "target": table.target.name}
         try:
             schema = table.configured_schema() or client.fetch_schema(table)
         except UpstreamError as exc:
-            code = EXIT_UPSTREAM_FAILED if exc.kind in ("rejected", "auth") else EXIT_UPSTREAM_UNREACHABLE
+            code = upstream_exit_code(exc.kind)
             progress(f"cannot read the table's schema: {exc.message}")
             return finish({**base, "state": "schema_unavailable", "message": exc.message}, "", code)
         normalized = Path(tmp) / "normalized.csv"
@@ -276,10 +302,34 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         "failed": EXIT_UPSTREAM_FAILED,
         "timed_out": EXIT_UPSTREAM_FAILED,
         "unreachable": EXIT_UPSTREAM_UNREACHABLE,
+        # The vendor answered (429): it was reachable, it refused for now. Not 4.
+        "rate_limited": EXIT_UPSTREAM_FAILED,
     }[result.outcome]
     jobs = ", ".join(r.job.job_id for r in result.jobs) or "none"
     text = f"{table.alias}: {result.outcome} (upstream job{'s' if len(result.jobs) > 1 else ''}: {jobs})"
     return finish({**base, **result.to_dict()}, text, code)
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """`tablebot check --table ALIAS`: the steps of `bot.targets.check`, one line each."""
+    import json
+
+    import httpx
+
+    from bot.targets.check import check_table, format_check
+
+    table = load_tables(settings, args.config).table(args.table)
+    timeout = httpx.Timeout(float(table.target.options.get("timeout_seconds", 60)), connect=10.0)
+    with httpx.Client(timeout=timeout) as http:
+        result = check_table(table, http)
+    code = EXIT_OK if result.ok else upstream_exit_code(result.failed_kind or "rejected")
+    if result.config_error:
+        code = EXIT_USAGE
+    if args.format == "json":
+        print(json.dumps({**result.to_dict(), "exit_code": code}, ensure_ascii=False))
+    else:
+        print(format_check(result))
+    return code
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:

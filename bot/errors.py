@@ -185,7 +185,18 @@ class StoreUnavailable(StoreError):
 
 # -- upstream -----------------------------------------------------------------------------------
 
-ErrorKind = Literal["rejected", "auth", "unreachable", "rate_limited", "server"]
+# Why a call failed, by cause (each has its own wording; the CLI's exit code follows it):
+# rejected: the vendor refused the request (400, 404, 409, code != 0); auth: the credentials (401);
+# address_not_allowed: 403 with `actionResult` (the caller's IP is not allow-listed, checked before
+# the credentials); rate_limited: 429 after honouring Retry-After / the vendor's rule (the vendor
+# answered: never "unreachable"); status_unreadable: a job status read answered 404, 5xx,
+# code != 0 or not JSON (tolerated for the target's `status_grace_seconds`); unreachable: no
+# answer; server: 5xx.
+ErrorKind = Literal[
+    "rejected", "auth", "address_not_allowed", "unreachable", "rate_limited", "server", "status_unreadable"
+]
+# Kinds worth another try later: nothing was applied, or the read may work next time.
+TRANSIENT_UPSTREAM_KINDS: frozenset[str] = frozenset({"unreachable", "rate_limited", "server", "status_unreadable"})
 
 
 class UpstreamError(TablebotError):
@@ -210,7 +221,7 @@ class UpstreamError(TablebotError):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in ("unreachable", "rate_limited", "server") and not self.may_have_started
+        return self.kind in TRANSIENT_UPSTREAM_KINDS and not self.may_have_started
 
 
 # -- people and Slack ---------------------------------------------------------------------------

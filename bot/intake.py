@@ -52,6 +52,7 @@ from bot.staging import Staging
 from bot.staging.layout import job_prefix, normalized_key, original_key, previous_version
 from bot.store import Job, JobChanges, JobState, JobStore, NewJob
 from bot.store.model import utc_now
+from bot.targets import identity_json, replaces_table
 from bot.validation import Report, ValidationOptions, summary_line, validate
 
 if TYPE_CHECKING:
@@ -341,9 +342,13 @@ class Intake:
             key = normalized_key(table.alias, job.job_id)
             with normalized.open("rb") as fh:
                 self.staging.put(key, fh)
-            job = self.store.update(job, changes={"staging_key": key, "row_count": report.rows})
+            # What the file was checked against: the sender refuses anything else (bot.targets.identity).
+            identity = identity_json(table, schema)
+            job = self.store.update(
+                job, changes={"staging_key": key, "row_count": report.rows, "target_identity": identity}
+            )
             preview = None
-            if table.kind == "bigpanda":
+            if replaces_table(table.kind):  # a change preview only means something for a whole table
                 progress(job, "Comparing with the table's last version…")
                 job = self._heartbeat(job, owner)
                 preview = self._preview(table, schema, job, normalized)

@@ -19,8 +19,9 @@ from bot.service import JobService, Notifier, PollSettings
 from bot.settings import Settings, load_settings
 from bot.staging import Staging, staging_from_settings
 from bot.store import DynamoJobStore, JobStore, SqliteJobStore
-from bot.targets import BigPandaClient, DengageClient, LimiterRegistry, build_client
+from bot.targets import BigPandaClient, DengageClient, Pacing, build_client
 from bot.targets.base import DEFAULT_PACING
+from bot.targets.shared_pacing import StorePacing
 
 UPSTREAM_TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 
@@ -59,11 +60,11 @@ def store_from_settings(settings: Settings) -> JobStore:
 class TargetClients:
     """One client per target for the life of the process, on one HTTP connection pool, with the
     targets' rate limiters shared by every job (BigPanda: 5 requests a second per organization):
-    by default the process-wide registry of `bot.targets`, which every other client built in
-    this process uses too."""
+    `build_service` passes the store's pacing (shared by every process of the deployment); the
+    default is the process-wide registry of `bot.targets`."""
 
     def __init__(
-        self, http: httpx.Client, environ: Mapping[str, str] | None = None, pacing: LimiterRegistry | None = None
+        self, http: httpx.Client, environ: Mapping[str, str] | None = None, pacing: Pacing | None = None
     ) -> None:
         self.http = http
         self.environ = environ
@@ -111,11 +112,13 @@ def build_service(
     """`environ` holds the vendor credentials the tables file names (default: the process's)."""
     tables = tables or load_tables(settings)
     http = http or httpx.Client(timeout=UPSTREAM_TIMEOUT)
+    store = store or store_from_settings(settings)
     return JobService(
-        store or store_from_settings(settings),
+        store,
         staging or staging_from_settings(settings),
         tables,
-        TargetClients(http, environ),
+        # Rate limits shared by every container and poller, through the job store.
+        TargetClients(http, environ, StorePacing(store)),
         notifier or slack_notifier(settings, tables),
         settings=poll_settings(settings),
         work_dir=settings.work_dir,

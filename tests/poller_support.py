@@ -87,7 +87,14 @@ class World:
         return Poller(service.store, service, settings)
 
     def queue_job(
-        self, table: str, data: bytes, *, file_name: str | None = None, stage: bool = True, sha256: str | None = None
+        self,
+        table: str,
+        data: bytes,
+        *,
+        file_name: str | None = None,
+        stage: bool = True,
+        sha256: str | None = None,
+        identity: str | None = None,
     ) -> Job:
         """A job as the Slack front end leaves it: a thread with a status message, the normalized
         file staged at its layout key (`uploads/<table>/<job id>/normalized.csv`), validated, queued."""
@@ -114,7 +121,8 @@ class World:
         if stage:
             self.staging.put(key, [data])
         job = self.store.transition(job, S.VALIDATING, actor="front", reason="validating", changes={"staging_key": key})
-        return self.store.transition(job, S.QUEUED, actor="front", reason="valid")
+        changes = {"target_identity": identity} if identity is not None else None
+        return self.store.transition(job, S.QUEUED, actor="front", reason="valid", changes=changes)
 
     def endings(self, job: Job) -> list[dict[str, Any]]:
         """The ending posts in the job's thread (everything after the status message)."""

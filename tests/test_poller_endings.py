@@ -195,7 +195,7 @@ def test_interrupted_send_to_appended_dengage_table_is_not_resent(world: World, 
 
     final = world.store.get_job(job.job_id)
     assert final.state is S.FAILED
-    assert dengage_upstream.admin.requests("/async/upsert") == []
+    assert dengage_upstream.admin.requests("/async/upsert", method="POST") == []
     [post] = world.endings(job)
     assert "may have been applied" in post["text"] and "no primary key" in post["text"]
     assert any(b["type"] == "actions" for b in post["blocks"]), "a deliberate Retry stays possible"

@@ -68,7 +68,7 @@ def test_parts_go_one_after_another_spaced_by_the_gate_across_workers(
     assert [(p.index, p.count, p.status) for p in final.upstream_parts] == [
         (i, len(parts), "done") for i in range(1, len(parts) + 1)
     ]
-    upserts = dengage_upstream.admin.requests("/async/upsert")
+    upserts = dengage_upstream.admin.requests("/async/upsert", method="POST")
     assert [r["status"] for r in upserts] == [200] * len(parts), "one call per part, none refused"
     times = [r["time"] for r in upserts]
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -95,12 +95,12 @@ def test_failed_part_stops_the_job_and_says_which_parts_were_applied(
     n = len(rows)
     assert f"Part 2 of {n}" in post["text"] and "part 1 was applied" in post["text"]
     assert f"parts 3–{n} were not sent" in post["text"]
-    assert len(dengage_upstream.admin.requests("/async/upsert")) == 2
+    assert len(dengage_upstream.admin.requests("/async/upsert", method="POST")) == 2
 
     # Retry resumes at the failed part: part 1 is not appended a second time.
     service = world.service()
     queued = service.retry_job(job.job_id, ALICE)
     assert [(p.index, p.status) for p in queued.upstream_parts] == [(1, "done")]
     run_until([world.poller(service)], all_ended(world.store, [job]), timeout=60)
-    assert len(dengage_upstream.admin.requests("/async/upsert")) == 3  # part 2 again, failing again
+    assert len(dengage_upstream.admin.requests("/async/upsert", method="POST")) == 3  # part 2 again, failing again
     assert world.store.get_job(job.job_id).state is S.FAILED

@@ -186,6 +186,8 @@ def test_a_validating_job_whose_intake_still_runs_is_left_alone(world: World, bi
     assert result.kind == "queued", result.message
     final = world.store.get_job(job.job_id)
     assert final.state is S.QUEUED and final.lease_owner is None  # the poller may take it at once
+    # What the file was checked against is recorded: the sender compares it (bot.targets.identity).
+    assert final.target_identity is not None and '"enrichment_id":"demo"' in final.target_identity
     assert world.endings(job) == []
     assert [h.to_state for h in world.store.history_for_job(job.job_id)] == [S.RECEIVED, S.VALIDATING, S.QUEUED]
 

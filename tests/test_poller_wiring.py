@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.config import TablesFile
+from bot.config import TablesFile, load_tables_file
 from bot.errors import ConfigError
 from bot.service import Ending
 from bot.settings import load_settings
@@ -19,10 +21,10 @@ from bot.staging import FolderStaging
 from bot.store import Job, JobState, SqliteJobStore
 from bot.targets import LimiterRegistry
 from bot.targets.base import DEFAULT_PACING
-from bot.wiring import TargetClients, poll_settings
+from bot.wiring import TargetClients, build_service, poll_settings
 from devtools.slack_api import LocalSlackApi
 from handlers import poll_jobs
-from tests.fixtures_upstream import SANDBOX_ENV
+from tests.fixtures_upstream import SANDBOX_ENV, Upstream, write_tables_file
 from tests.poller_support import ALICE, CHANNEL, HOSTS_CSV, World
 
 S = JobState
@@ -144,3 +146,45 @@ def test_clients_of_one_target_share_one_limiter_that_never_bursts_past_the_rate
     limiter = pacing.limiter(key, 5.0)
     assert limiter is pacing.limiter(key, 5.0)
     assert (limiter.limit, limiter.period) == (5, 1.0) and limiter.margin_seconds > 0
+
+
+def test_services_built_from_settings_share_the_organizations_limit_through_the_store(
+    tmp_path: Path, bigpanda_upstream: Upstream, slack: LocalSlackApi
+) -> None:
+    """Two containers (two services, two stores on one SQLite file, their own HTTP clients) with a
+    BigPanda limit of 1 request a second: their requests arrive at least a second apart."""
+    tables = load_tables_file(
+        write_tables_file(
+            tmp_path / "tables.toml",
+            bigpanda_url=bigpanda_upstream.base_url,
+            extra_target="requests_per_second = 1",
+        )
+    )
+    settings = load_settings(
+        {
+            "TABLEBOT_STORE_PATH": str(tmp_path / "jobs.sqlite3"),
+            "TABLEBOT_STAGING_DIR": str(tmp_path / "staging"),
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_API_BASE_URL": slack.base_url,
+        }
+    )
+    table = tables.table("hosts")
+    stores = [SqliteJobStore(tmp_path / "jobs.sqlite3") for _ in range(2)]
+    https = [httpx.Client() for _ in range(2)]
+    services = [
+        build_service(settings, environ=SANDBOX_ENV, tables=tables, store=store, http=http)
+        for store, http in zip(stores, https, strict=True)
+    ]
+    for _ in range(2):
+        for service in services:
+            service.client_for(table).fetch_schema(table)
+    times = sorted(r["time"] for r in bigpanda_upstream.admin.requests("/mapping-enrichment/"))
+    assert len(times) == 4
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 1.0
+    # Booked in the store (what another process would see), not in this process's own limiters.
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        keys = [row[0] for row in db.execute("SELECT rate_key FROM rate_slots")]
+    assert keys == [f"rps|bigpanda|{table.target.base_url}|TEST_BIGPANDA_TOKEN"]
+    for store, http in zip(stores, https, strict=True):
+        store.close()
+        http.close()

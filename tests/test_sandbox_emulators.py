@@ -145,7 +145,9 @@ def test_dengage_table_listing_checks_the_limit(dengage_upstream: Upstream, http
     auth = login(dengage_upstream, http)
     assert http.get(dengage_upstream.base_url + "/dataspace/tables?limit=5", headers=auth).status_code == 400
     listing = http.get(dengage_upstream.base_url + "/dataspace/tables?limit=10", headers=auth).json()["data"]
-    assert {t["tableName"] for t in listing} == {"demo_contacts", "demo_events"}
+    # The shape public D·engage client code reads: data.result and data.totalRowCount.
+    assert {t["tableName"] for t in listing["result"]} == {"demo_contacts", "demo_events"}
+    assert listing["totalRowCount"] == 2
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,7 @@ def test_the_sandbox_command_prints_its_url_and_serves(tmp_path: Path) -> None:
         with httpx.Client() as http:
             token = http.post(base_url + "/login", json={"userkey": "ops", "password": "s3cret"}).json()
             auth = {"Authorization": f"Bearer {token['access_token']}"}
-            tables = http.get(base_url + "/dataspace/tables?limit=10", headers=auth).json()["data"]
+            tables = http.get(base_url + "/dataspace/tables?limit=10", headers=auth).json()["data"]["result"]
         assert [t["tableName"] for t in tables] == ["orders"]
     finally:
         process.send_signal(signal.SIGINT)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from bot.config import parse_tables
+from bot.config import TableConfig, parse_tables
 from bot.service.due import intake_stranded, is_poller_work
 from bot.service.gate import gate_key
 from bot.service.left_behind import duration_text
 from bot.service.notices import ending_metadata, step_for
 from bot.service.parts import DONE, NO_JOB_ID, REFUSED, RUNNING, applied_note, decided_ending, part_label
-from bot.service.sending import resend_is_safe
 from bot.store import Job, JobState, UpstreamPart
+from bot.targets import LimiterRegistry, build_client
 
 S = JobState
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -108,6 +109,13 @@ def test_an_intake_is_stranded_only_when_its_lease_ran_out_or_it_never_had_one_f
 def test_two_aliases_of_one_upstream_table_share_its_gate() -> None:
     assert gate_key(TABLES.table("hosts")) == gate_key(TABLES.table("hosts-again")) == "bp:enr-1"
     assert gate_key(TABLES.table("fetched")) == "dg:tbl-9"
+
+
+def resend_is_safe(table: TableConfig) -> bool:
+    """The target client's answer (no request is made)."""
+    http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    client = build_client(table.target, http, {"T": "t", "U": "u", "P": "p"}, pacing=LimiterRegistry())
+    return client.resend_is_safe(table)
 
 
 def test_an_interrupted_send_is_resent_only_where_a_second_send_changes_nothing() -> None:

@@ -172,10 +172,10 @@ def test_429_is_retried_and_applied_once(
     upstream_tables: TablesFile, dengage_upstream: Upstream, http: httpx.Client, pacing: LimiterRegistry
 ) -> None:
     client = client_for(upstream_tables, http, pacing)
-    dengage_upstream.admin.fault("429", count=3, path="/upsert")
+    dengage_upstream.admin.fault("429", count=3, path="/upsert", method="POST")
     job = client.start_upload(upstream_tables.table("events"), BytesSource(b"event,happened_at,amount\na,,\n"))
     assert wait_end(client, job)[0] == "done"
-    assert [r["status"] for r in dengage_upstream.admin.requests("/upsert")] == [429, 429, 429, 200]
+    assert [r["status"] for r in dengage_upstream.admin.requests("/upsert", method="POST")] == [429, 429, 429, 200]
     assert dengage_upstream.admin.table("demo_events")["row_count"] == 1
 
 
@@ -184,7 +184,7 @@ def test_an_ambiguous_failure_is_never_resent(
     fault: str, upstream_tables: TablesFile, dengage_upstream: Upstream, pacing: LimiterRegistry
 ) -> None:
     dengage_upstream.admin.settings(slow_seconds=1.0)
-    dengage_upstream.admin.fault(fault, path="/upsert")
+    dengage_upstream.admin.fault(fault, path="/upsert", method="POST")
     with httpx.Client(timeout=httpx.Timeout(0.5)) as short:
         client = client_for(upstream_tables, short, pacing)
         with pytest.raises(UpstreamError) as caught:
@@ -192,7 +192,7 @@ def test_an_ambiguous_failure_is_never_resent(
     assert caught.value.may_have_started
     assert "may have started" in caught.value.message
     time.sleep(1.2 if fault == "timeout" else 0.1)  # let the slow answer land in the log
-    assert len(dengage_upstream.admin.requests("/upsert")) == 1
+    assert len(dengage_upstream.admin.requests("/upsert", method="POST")) == 1
     applied = fault != "500"
     if applied:
         deadline = time.monotonic() + 5
@@ -242,7 +242,7 @@ def test_a_large_file_goes_in_spaced_parts_each_within_the_limit(
     assert parts >= 4
     stored = dengage_upstream.admin.table("demo_events", limit=1000)
     assert ["{},{},{}\n".format(*r).encode() for r in stored["rows"]] == rows
-    upserts = dengage_upstream.admin.requests("/upsert")
+    upserts = dengage_upstream.admin.requests("/upsert", method="POST")
     assert [r["status"] for r in upserts] == [200] * parts
     assert all(r["bytes"] <= limit for r in upserts)
     gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(upserts)]

@@ -111,6 +111,9 @@ def test_calls_on_one_table_are_spaced_and_other_tables_are_free() -> None:
     assert spacer.wait("orders") == 40
     assert spacer.wait("contacts") == 0
     assert spacer.next_allowed("orders") == t.now + 60
+    widened = TableSpacer(60, clock=t.clock, sleep=t.sleep, margin_seconds=0.1)
+    assert widened.wait("orders") == 0 and widened.wait("orders") == pytest.approx(60.1)
+    assert widened.spacing == 60  # the registry compares what was asked, not the widened gap
 
 
 def test_backoff_doubles_is_capped_and_honours_retry_after() -> None:

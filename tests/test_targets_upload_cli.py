@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
+from bot.store import create_table
 from tests.fixtures_upstream import Upstream, write_tables_file
+from tests.store_support import dynamodb_client
 
 HOSTS = b"host,service,owner\nweb-1,checkout,team-a\nweb-2,search,team-b\n"
 EVENTS = b"event,happened_at,amount\nlogin,2024-05-01 10:00:00,1.5\n"
@@ -140,3 +143,32 @@ def test_dengage_parts_are_sent_one_after_the_other(
     assert isinstance(jobs, list) and len(jobs) > 1
     assert all(j["state"] == "done" for j in jobs)
     assert dengage_upstream.admin.table("demo_events")["row_count"] == 200
+
+
+def test_with_the_deployments_store_named_the_upload_books_its_requests_there(
+    tmp_path: Path,
+    tables_path: Path,
+    dynamodb_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pipeline's `tablebot upload` shares the vendors' limits with the bot's containers."""
+    admin = dynamodb_client(dynamodb_endpoint)
+    table = f"cli-{uuid.uuid4().hex[:10]}"
+    create_table(admin, table)
+    for key, value in {
+        "TABLEBOT_JOBS_TABLE": table,
+        "AWS_ENDPOINT_URL": dynamodb_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        code, _, err = run(upload(tmp_path, tables_path, "hosts", HOSTS, "--wait"), capsys)
+        assert code == 0, err
+        items = admin.scan(TableName=table)["Items"]
+        keys = [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("RATE#")]
+        assert len(keys) == 1 and keys[0].startswith("RATE#rps|bigpanda|") and keys[0].endswith("|TEST_BIGPANDA_TOKEN")
+    finally:
+        admin.delete_table(TableName=table)

@@ -8,8 +8,7 @@ upstream identity, so two aliases of one upstream table share it.
 from __future__ import annotations
 
 from bot.config import TableConfig
-from bot.service.worker import TargetClient
-from bot.targets import DengageClient
+from bot.targets.base import TargetClient
 
 
 def gate_key(table: TableConfig) -> str:
@@ -19,5 +18,5 @@ def gate_key(table: TableConfig) -> str:
 
 
 def spacing_seconds(client: TargetClient) -> float:
-    """The least time between two sends to one table (D·engage: one call a minute; BigPanda: none)."""
-    return client.settings.part_spacing_seconds if isinstance(client, DengageClient) else 0.0
+    """The least time between two sends to one table (the target's rule; 0 for none)."""
+    return client.part_spacing_seconds

@@ -38,10 +38,12 @@ from typing import Protocol
 
 from bot.config import TableConfig
 from bot.errors import ConfigError, NoticeFailed, StoreError
+from bot.schema import TARGET_KINDS
 from bot.service.gate import gate_key
 from bot.service.parts import upstream_job_ids
 from bot.service.worker import Step, Worker
 from bot.store import Job, JobState, UpstreamPart
+from bot.targets import label_of
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ S = JobState
 # Slack message metadata on every ending post: how a later worker recognises it in the thread.
 ENDING_EVENT_TYPE = "tablebot_job_ending"
 
-TARGET_LABELS = {"bigpanda": "BigPanda", "dengage": "D·engage"}
+# The vendors' names for people, by target kind (the clients' `label`).
+TARGET_LABELS: dict[str, str] = {kind: label_of(kind) for kind in TARGET_KINDS}
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,11 @@ from bot.errors import StagedKeyNotFound, StagingError, UpstreamError
 from bot.service.gate import gate_key, spacing_seconds
 from bot.service.notices import TARGET_LABELS, Ending, ending_for, finish
 from bot.service.parts import NO_JOB_ID, REFUSED, RUNNING, SENDING, UNKNOWN, applied_note, part_label
-from bot.service.worker import Step, TargetClient, Worker
+from bot.service.worker import Step, Worker
 from bot.staging.layout import normalized_key
 from bot.store import Job, JobState, UpstreamPart
-from bot.targets import DengageClient, FileSource
+from bot.targets import identity_changes, identity_json
+from bot.targets.base import TargetClient
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ def send_next(
 ) -> Step:
     """Send the part after `parts` through the table gate, or wait for the gate."""
     index = len(parts) + 1
+    changed = identity_check(worker, job, table, client, parts)
+    if changed is not None:
+        return changed
     decision = worker.store.acquire_table_gate(
         gate_key(table),
         job.job_id,
@@ -76,7 +80,7 @@ def send_next(
         except (StagingError, OSError) as exc:
             return later_after_error(worker, job, parts, f"staging could not be read: {exc}")
         try:
-            sources = client.plan(table, path).sources() if isinstance(client, DengageClient) else [FileSource(path)]
+            sources = client.parts(table, path)
         except UpstreamError as exc:
             return refuse(worker, job, table, parts, index=index, count=index, reason=exc.message)
         count = len(sources)
@@ -103,18 +107,18 @@ def send_next(
             )
         else:
             job = worker.store.update(job, changes={"upstream_parts": marked})
-        worker.notifier.progress(job, f"Sending {part_label(index, count)} to {TARGET_LABELS[table.kind]}…")
+        worker.notifier.progress(job, f"Sending {part_label(index, count)} to {client.label}…")
         try:
             started = client.start_upload(table, sources[index - 1], part=index, parts=count)
         except UpstreamError as exc:
             if exc.may_have_started:
                 reason = (
                     f"{exc.message}. {part_label(index, count).capitalize()} may have been applied: "
-                    f"check the table in {TARGET_LABELS[table.kind]} before sending it again"
+                    f"check the table in {client.label} before sending it again"
                 )
                 return fail_part(worker, job, table, marked, index=index, count=count, status=UNKNOWN, reason=reason)
-            if exc.retryable:
-                return later_after_error(worker, job, parts, exc.message)
+            if exc.retryable:  # nothing applied (a 429 waits for the vendor's Retry-After or rule)
+                return later_after_error(worker, job, parts, exc.message, retry_after=exc.retry_after)
             return fail_part(worker, job, table, marked, index=index, count=count, status=REFUSED, reason=exc.message)
     sent = (*parts, UpstreamPart(index=index, count=count, upstream_job_id=started.job_id, status=RUNNING))
     first_check = worker.later(worker.settings.first_check_seconds)
@@ -143,14 +147,6 @@ def progress_text(table: TableConfig, parts: Sequence[UpstreamPart]) -> str:
     return f"{label} is applying the upload (job `{last.upstream_job_id}`)…"
 
 
-def resend_is_safe(table: TableConfig) -> bool:
-    """Would sending the same bytes again leave the table as one send would? (module docstring)"""
-    if table.kind == "bigpanda":
-        return True
-    schema = table.configured_schema()
-    return schema is not None and bool(schema.primary_key)
-
-
 def recover_interrupted_send(
     worker: Worker, job: Job, table: TableConfig, client: TargetClient, parts: tuple[UpstreamPart, ...]
 ) -> Step:
@@ -158,7 +154,7 @@ def recover_interrupted_send(
     as `unknown` (module docstring)."""
     last = parts[-1]
     before = parts[:-1]
-    if resend_is_safe(table):
+    if client.resend_is_safe(table):  # the target knows (module docstring)
         log.info(
             "job %s: %s was interrupted while sending; sending it again",
             job.job_id,
@@ -167,9 +163,9 @@ def recover_interrupted_send(
         return send_next(worker, job, table, client, before)
     reason = (
         f"the worker sending {part_label(last.index, last.count)} stopped before "
-        f"{TARGET_LABELS[table.kind]} named its job, so it may have been applied. It was not sent again "
+        f"{client.label} named its job, so it may have been applied. It was not sent again "
         "because this table has no primary key and its rows would be added twice: check the table in "
-        f"{TARGET_LABELS[table.kind]}, and press Retry only if the rows are not there"
+        f"{client.label}, and press Retry only if the rows are not there"
     )
     return fail_part(worker, job, table, parts, index=last.index, count=last.count, status=UNKNOWN, reason=reason)
 
@@ -211,15 +207,47 @@ def fail_part(
     return finish(worker, job, ending_for(job, table, S.FAILED, message), parts)
 
 
-def later_after_error(worker: Worker, job: Job, parts: tuple[UpstreamPart, ...], message: str) -> Step:
-    """A transient upstream or staging error: keep the parts, say why, look again later."""
+def later_after_error(
+    worker: Worker, job: Job, parts: tuple[UpstreamPart, ...], message: str, *, retry_after: float | None = None
+) -> Step:
+    """A transient upstream or staging error: keep the parts, say why, look again later (when the
+    vendor said to, for a 429; else after `error_retry_seconds`)."""
+    wait = retry_after if retry_after is not None and retry_after > 0 else worker.settings.error_retry_seconds
     worker.store.update(
         job,
         changes={"upstream_parts": parts, "last_error": message},
-        next_check_at=worker.later(worker.settings.error_retry_seconds),
+        next_check_at=worker.later(wait),
         release_lease=True,
     )
     return "retry_later"
+
+
+def identity_check(
+    worker: Worker, job: Job, table: TableConfig, client: TargetClient, parts: tuple[UpstreamPart, ...]
+) -> Step | None:
+    """A job is sent only to what its file was checked against (`bot.targets.identity`): a
+    different table, target, schema or mapping now ends it, naming what changed. None: go on."""
+    if job.target_identity is None:  # recorded before identities were kept: nothing to compare
+        return None
+    try:
+        schema = table.configured_schema() or client.fetch_schema(table)
+    except UpstreamError as exc:
+        if exc.retryable:
+            return later_after_error(worker, job, parts, exc.message, retry_after=exc.retry_after)
+        return refuse(worker, job, table, parts, index=len(parts) + 1, count=len(parts) + 1, reason=exc.message)
+    current = identity_json(table, schema)
+    if current == job.target_identity:
+        return None
+    changes = identity_changes(job.target_identity, current)
+    log.warning("job %s: not sent, the table's settings changed: %s", job.job_id, "; ".join(changes))
+    reason = (
+        f"the table's settings changed after this file was checked ({'; '.join(changes)}), so it was not "
+        "sent. Share it again to check it against the table as it is now"
+    )
+    index = len(parts) + 1
+    return refuse(
+        worker, job, table, parts, index=index, count=max(index, parts[-1].count if parts else 1), reason=reason
+    )
 
 
 def config_failure(worker: Worker, job: Job, message: str) -> Step:

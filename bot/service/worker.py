@@ -18,14 +18,13 @@ from bot.errors import JobConflict, StoreError
 from bot.staging import Staging
 from bot.store import Job, JobStore
 from bot.store.model import as_utc
-from bot.targets import BigPandaClient, DengageClient
+from bot.targets.base import TargetClient
 
 if TYPE_CHECKING:
     from bot.service.notices import Notifier
 
 log = logging.getLogger(__name__)
 
-TargetClient = BigPandaClient | DengageClient
 TargetClientFor = Callable[[TableConfig], TargetClient]
 
 Step = Literal[

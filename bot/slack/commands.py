@@ -24,7 +24,7 @@ from bot.slack.uploads import start_upload
 from bot.sources import check_s3_allowed
 from bot.store import Job
 
-CommandName = Literal["help", "tables", "upload", "validate", "status", "jobs", "history", "restore"]
+CommandName = Literal["help", "tables", "upload", "validate", "status", "jobs", "history", "restore", "check"]
 
 USAGE: tuple[tuple[str, str], ...] = (
     ("help", "this help"),
@@ -34,6 +34,7 @@ USAGE: tuple[tuple[str, str], ...] = (
     ("status [JOB]", "where an upload is (default: your latest)"),
     ("jobs [TABLE]", "recent uploads and how they ended"),
     ("history TABLE", "who uploaded what to the table, when, with which result"),
+    ("check TABLE", "approvers: prove the table's settings against its upstream (log in, find it, compare columns)"),
     ("restore TABLE", "BigPanda: upload the table's previous good version again (preview, approval as for a file)"),
 )
 
@@ -64,10 +65,11 @@ def parse_command(text: str) -> Command:
         return Command("status", job_id=args[0] if args else None)
     if verb == "jobs" and len(args) <= 1:
         return Command("jobs", table=args[0] if args else None)
-    if verb in ("history", "restore"):
+    if verb in ("history", "restore", "check"):
         if len(args) != 1:
             return _help(f"`{verb}` needs exactly one table name, e.g. `{verb} hosts`.")
-        return Command("history" if verb == "history" else "restore", table=args[0])
+        name: CommandName = "history" if verb == "history" else "restore" if verb == "restore" else "check"
+        return Command(name, table=args[0])
     if verb == "upload":
         if len(args) != 2 or not args[1].lower().startswith("s3://"):
             return _help(
@@ -246,6 +248,28 @@ def cmd_restore(req: Request, parsed: Command) -> None:
     start_upload(req.deps, req.replies, upload)
 
 
+def cmd_check(req: Request, parsed: Command) -> None:
+    """`bot.targets.check` for an approver: each step, what was seen, what to fix (nothing is uploaded)."""
+    assert parsed.table is not None
+    decision = req.deps.permissions.can_check(parsed.table, req.person)
+    if not decision:
+        req.tell(f":no_entry: {decision.reason}")
+        return
+    if req.deps.check_table is None:
+        req.tell("Checking tables is not set up in this bot.")
+        return
+    result = req.deps.check_table(req.deps.tables.table(parsed.table))
+    lines = []
+    for step in result.steps:
+        mark = ":white_check_mark:" if step.ok else ":x:"
+        fix = f"\n    fix: {render.esc(step.fix)}" if step.fix and not step.ok else ""
+        lines.append(f"{mark} *{step.name}*: {render.esc(step.detail)}{fix}")
+    verdict = "all steps passed" if result.ok else "not ready: fix the first failed step and check again"
+    title = f"*Check of {render.code(parsed.table)}* ({render.esc(result.target)}): {verdict}"
+    text, blocks = render.listing(title, lines)
+    _respond(req, text, blocks)
+
+
 def cmd_help(req: Request, parsed: Command) -> None:
     """Answered in the acknowledgement; nothing more to do."""
 
@@ -259,6 +283,7 @@ COMMANDS: dict[CommandName, Callable[[Request, Command], None]] = {
     "jobs": cmd_jobs,
     "history": cmd_history,
     "restore": cmd_restore,
+    "check": cmd_check,
 }
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.config import TablesFile
+from bot.config import TableConfig, TablesFile
 from bot.intake import Intake
 from bot.service import JobService
 from bot.slack.permissions import Permissions
 from bot.slack.render import Message, message
 from bot.sources import SourceSettings
 from bot.store import Job, JobStore
+from bot.targets.check import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class SlackDeps:
     signing_secret: str | None = None
     command: str = "/table"
     delivery_memory_seconds: float = DELIVERY_MEMORY_SECONDS
+    # `/table check TABLE` (approvers): `bot.targets.check` against the table's upstream.
+    check_table: Callable[[TableConfig], CheckResult] | None = None
     _home_team: list[str] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

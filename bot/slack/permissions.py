@@ -175,6 +175,22 @@ class Permissions:
             return ALLOWED
         return self.can_upload(alias, person, place)
 
+    def can_check(self, alias: str, person: Person) -> Decision:
+        """`/table check`: the table's approvers (the people the tables file trusts with it)."""
+        access = self.access(alias)
+        external = self._external_refusal(alias, person, access)
+        if external is not None:
+            return external
+        if self._is_approver(person.user, access):
+            return ALLOWED
+        if not access.approvers:
+            return Decision(
+                False,
+                f"Only approvers of {code(alias)} may check it and it has none; an operator can run "
+                f"`tablebot check --table {alias}` where the bot runs.",
+            )
+        return Decision(False, f"Only approvers of {code(alias)} may check it: {mentions(access.approvers)}.")
+
 
 class GroupCache:
     """`usergroups.users.list` answers kept for `ttl_seconds` (a group changes rarely; a request

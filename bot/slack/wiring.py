@@ -22,6 +22,8 @@ from bot.slack.permissions import GroupCache, Permissions
 from bot.sources import SourceSettings
 from bot.staging import Staging, staging_from_settings
 from bot.store import JobStore
+from bot.targets.check import check_table
+from bot.targets.shared_pacing import StorePacing
 from bot.wiring import UPSTREAM_TIMEOUT, TargetClients, build_service, store_from_settings
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ def build_slack_deps(
         import boto3  # only when S3 reads are allowed at all
 
         s3_client = boto3.client("s3")
-    targets = TargetClients(http, environ)
+    targets = TargetClients(http, environ, StorePacing(store))  # rate limits shared through the store
 
     def schema_for(table: TableConfig) -> TableSchema:
         return table.configured_schema() or targets(table).fetch_schema(table)
@@ -100,4 +102,5 @@ def build_slack_deps(
         source_settings=sources,
         signing_secret=settings.slack_signing_secret,
         command=settings.slash_command,
+        check_table=lambda table: check_table(table, http, environ),
     )

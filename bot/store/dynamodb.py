@@ -12,6 +12,7 @@ Keys: `pk` (S, partition) and `sk` (S, sort). Items:
 | history  | `JOB#<job_id>`      | `HIST#<seq>`  | one state change: at, actor, from, to, reason      |
 | delivery | `DELIVERY#<key>`    | `DELIVERY`    | the job created for a Slack event / file / trigger |
 | gate     | `GATE#<table>`      | `GATE`        | holder job, gate lease expiry, last upstream call  |
+| rate     | `RATE#<key>`        | `RATE`        | start times of the last requests under one limit   |
 
 `<seq>` is the job version the change produced, zero-padded, so a job's history is one Query on
 its own partition, in order. Times are epoch seconds (N, microsecond decimals).
@@ -55,6 +56,12 @@ with `rules.decide_gate`, and writes the whole gate with PutItem conditional on 
 `version` it read (re-deciding on the returned item if someone moved first). It is taken over
 when its lease expired or its holder job has ended (terminal or gone); `last_call_at` enforces
 the minimum spacing between upstream calls for every job, the holder included.
+
+Rate slots (`reserve_rate_slot`): the RATE item of a key holds the booked start times of its last
+`limit` requests (`starts`, microseconds) and a `version`. A booking reads it (consistent read),
+computes the next start with `rules.book_rate_slot`, and writes it back with PutItem conditional
+on that `version` (or on the item not existing); a lost race re-reads and books again, so two
+containers never get the same slot. `expires_at` (TTL) drops the item a day after its last use.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ from bot.store.rules import (
     DEFAULT_RETENTION,
     UNSET,
     NextCheck,
+    book_rate_slot,
     check_lease_acquirable,
     decide_gate,
     new_job_id,
@@ -112,7 +120,7 @@ _DUE_PARTITION = "DUE"
 _TIME_PARTITION = "JOBS"
 _CREATE_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
 _MAX_TRANSACTION_ITEMS = 100
-_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at"})
+_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"})
 
 Item = dict[str, Any]
 
@@ -782,6 +790,46 @@ class DynamoJobStore:
 
     def release_table_gate(self, table: str, job_id: str) -> bool:
         return self._gate_update(table, job_id, "REMOVE holder_job_id, lease_expires_at SET #v = #v + :one", {})
+
+    # -- shared rate limits -------------------------------------------------------------------
+
+    def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float:
+        item_key: Item = {"pk": _s(f"RATE#{key}"), "sk": _s("RATE")}
+        window_us = max(1, round(window_seconds * 1_000_000))
+        current = self._get_item(item_key)
+        for attempt in range(self._conflict_retries * 5 + 1):
+            now_us = to_micros(self._now())
+            version = int(current["version"]["N"]) if current else 0
+            starts = [int(v["N"]) for v in current["starts"]["L"]] if current else []
+            at, kept = book_rate_slot(starts, limit=limit, window_us=window_us, now_us=now_us)
+            item: Item = {
+                **item_key,
+                "kind": _s("rate"),
+                "version": _n(version + 1),
+                "starts": {"L": [_n(v) for v in kept]},
+                "expires_at": _n(at // 1_000_000 + 86_400),
+            }
+            condition: dict[str, Any] = (
+                {"ConditionExpression": "#v = :v", "ExpressionAttributeValues": {":v": _n(version)}}
+                if current
+                else {"ConditionExpression": "attribute_not_exists(pk) OR attribute_not_exists(#v)"}
+            )
+            try:
+                self._call(
+                    "put_item",
+                    TableName=self.table_name,
+                    Item=item,
+                    ExpressionAttributeNames={"#v": "version"},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    **condition,
+                )
+            except _ConditionFailed as failed:
+                current = failed.item  # another process booked first: book after it
+                if attempt >= self._conflict_retries:
+                    self._sleep(random.uniform(0.001, 0.01))  # noqa: S311 - jitter, not security
+                continue
+            return at / 1_000_000
+        raise StoreUnavailable(f"job store ({self.table_name}): the rate limit {key} kept changing; try again")
 
     # -- history and listings -----------------------------------------------------------------
 

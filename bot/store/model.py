@@ -96,6 +96,15 @@ class Job:
     attempts: int = 0  # times the job entered `uploading`
     upload_started_at: datetime | None = None  # when the job last entered `uploading` (the store sets it)
     last_error: str | None = None
+    # The upstream as the job was validated for (`bot.targets.identity_of`, JSON): sending to
+    # anything else is refused. None for jobs recorded before it existed.
+    target_identity: str | None = None
+    # The vendor's last status word of the current part, verbatim (known to the bot or not).
+    upstream_status: str | None = None
+    # Consecutive status reads answering a word the bot does not know (told once it reaches the
+    # target's `unknown_status_reads`), and since when the status could not be read at all.
+    unknown_status_reads: int = 0
+    status_unreadable_since: datetime | None = None
     # The ending notice: `notice_claimed_by/at` name the worker that last won the right to post it
     # (a conditional write); `notified` confirms it is in the thread (or needs no post). A terminal
     # job whose notice is not confirmed stays in the due index (`notice_pending`).
@@ -146,6 +155,10 @@ class JobChanges(TypedDict, total=False):
     upstream_parts: tuple[UpstreamPart, ...]
     attempts: int
     last_error: str | None
+    target_identity: str | None
+    upstream_status: str | None
+    unknown_status_reads: int
+    status_unreadable_since: datetime | None
     notified: bool
     notice_claimed_by: str | None
     notice_claimed_at: datetime | None
@@ -214,6 +227,7 @@ JOB_TIME_FIELDS = frozenset(
         "lease_expires_at",
         "upload_started_at",
         "notice_claimed_at",
+        "status_unreadable_since",
     }
 )
 
@@ -259,7 +273,7 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
                 )
                 for p in value
             )
-        elif f.name in {"version", "size_bytes", "row_count", "attempts", "expires_at"}:
+        elif f.name in {"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"}:
             values[f.name] = int(value)
         elif f.name in {"notified", "needs_approval", "needs_confirmation"}:
             values[f.name] = bool(value)

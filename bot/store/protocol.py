@@ -101,6 +101,14 @@ class JobStore(Protocol):
 
     def get_table_gate(self, table: str) -> TableGate | None: ...
 
+    def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float:
+        """Book the next start of a request under "at most `limit` starts in any `window_seconds`"
+        for `key` (a BigPanda organization, a D·engage caller address or table), shared by every
+        process using this store. Returns the booked start, epoch seconds on the store's clock (the
+        caller sleeps until then by its own wall clock, so the write's own latency is not added).
+        One conditional write (SQLite: one transaction); `StoreUnavailable` if it keeps colliding."""
+        ...
+
     def history_for_job(self, job_id: str) -> list[HistoryEntry]:
         """Every state change of the job, oldest first."""
         ...

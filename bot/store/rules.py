@@ -320,3 +320,18 @@ def decide_gate(
 
 def history_sort_key(entry: HistoryEntry) -> tuple[int, str, int]:
     return (to_micros(entry.at), entry.job_id, entry.seq)
+
+
+def book_rate_slot(starts: list[int], *, limit: int, window_us: int, now_us: int) -> tuple[int, list[int]]:
+    """A start time for one more request under "at most `limit` starts in any window of
+    `window_us`", given the last bookings (`starts`, oldest first, times in microseconds).
+
+    The request may start when the oldest of the last `limit` bookings leaves the window (now, if
+    fewer than `limit` were booked). Returns (start, the bookings to keep: the last `limit`). A
+    booking is kept even when its caller dies before sending: the slot is spent, never given twice.
+    """
+    if limit < 1 or window_us <= 0:
+        raise ValueError("a rate slot needs limit >= 1 and a positive window")
+    kept = sorted(starts)[-limit:]
+    at = now_us if len(kept) < limit else max(now_us, kept[0] + window_us)
+    return at, [*kept, at][-limit:]

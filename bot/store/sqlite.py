@@ -40,6 +40,7 @@ from bot.store.rules import (
     DEFAULT_RETENTION,
     UNSET,
     NextCheck,
+    book_rate_slot,
     check_lease_acquirable,
     decide_gate,
     new_job_id,
@@ -88,6 +89,10 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (job_id, seq)
 );
 CREATE INDEX IF NOT EXISTS history_by_table ON history (table_name, at_us);
+CREATE TABLE IF NOT EXISTS rate_slots (
+    rate_key TEXT PRIMARY KEY,
+    starts TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS claims (
     claim_key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -366,6 +371,23 @@ class SqliteJobStore:
                 return current
             self._save(conn, new, current.version)
         return new
+
+    # -- shared rate limits -------------------------------------------------------------------
+
+    def reserve_rate_slot(self, key: str, *, limit: int, window_seconds: float) -> float:
+        """One `BEGIN IMMEDIATE` transaction: every process on this file books in turn."""
+        window_us = max(1, round(window_seconds * 1_000_000))
+        with self._write() as conn:
+            now_us = to_micros(self._now())
+            row = conn.execute("SELECT starts FROM rate_slots WHERE rate_key = ?", (key,)).fetchone()
+            starts = [int(v) for v in json.loads(row["starts"])] if row else []
+            at, kept = book_rate_slot(starts, limit=limit, window_us=window_us, now_us=now_us)
+            conn.execute(
+                "INSERT INTO rate_slots (rate_key, starts) VALUES (?, ?)"
+                " ON CONFLICT (rate_key) DO UPDATE SET starts = excluded.starts",
+                (key, json.dumps(kept)),
+            )
+        return at / 1_000_000
 
     # -- table gate ---------------------------------------------------------------------------
 

@@ -10,11 +10,12 @@ after such an ambiguous outcome: the error says the upload may have started (`ma
 
 from __future__ import annotations
 
+import email.utils
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -22,10 +23,12 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from bot.config import TableConfig
-from bot.errors import UpstreamError
+from bot.errors import TRANSIENT_UPSTREAM_KINDS, StoreError, UpstreamError
 from bot.schema import TableSchema
 
 JobState = Literal["running", "done", "failed"]
+# Kinds worth another try later (`bot.errors.ErrorKind` lists them all).
+TRANSIENT_KINDS = TRANSIENT_UPSTREAM_KINDS
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -49,9 +52,15 @@ class UpstreamJob:
 
 @dataclass(frozen=True)
 class UpstreamStatus:
+    """One read of an upstream job. `raw_status` is the vendor's word verbatim; `known` is False
+    for a word in no family (then `state` is "running" and `reason` says the bot does not know it).
+    A failed job's own text (and its row errors) is in `reason`."""
+
     state: JobState
     reason: str | None
     raw_status: str
+    known: bool = True
+    error_count: int = 0
 
 
 class ByteSource(Protocol):
@@ -122,15 +131,62 @@ def first_line(source: ByteSource, limit: int = CHUNK_BYTES) -> bytes:
 
 
 class TargetClient(Protocol):
-    """One upstream API. Every method raises `UpstreamError` on refusal or failure."""
+    """One upstream API, as the use cases need it: nothing outside `bot.targets` asks which vendor
+    it is. Every method raises `UpstreamError` on refusal or failure."""
 
     kind: str
+    label: str  # the vendor's name for people: "BigPanda", "D·engage"
+    replaces_table: bool  # an upload replaces the whole table (a change preview means something)
+    status_grace_seconds: float  # how long an unreadable job status is tolerated
+    unknown_status_reads: int  # reads of an unknown status word before the user is told
+
+    @property
+    def part_spacing_seconds(self) -> float:
+        """Least seconds between two upload calls on one upstream table (0: no rule)."""
+        ...
 
     def fetch_schema(self, table: TableConfig) -> TableSchema: ...
+
+    def login(self) -> str:
+        """Prove the credentials now (`tablebot check`); what was proved."""
+        ...
+
+    def locate(self, table: TableConfig) -> str:
+        """Find the upstream table (`tablebot check`); what was found."""
+        ...
+
+    def parts(self, table: TableConfig, path: Path) -> Sequence[ByteSource]:
+        """The request bodies a normalized file is sent as, in order (one, unless it is too big)."""
+        ...
+
+    def resend_is_safe(self, table: TableConfig) -> bool:
+        """Would sending the same part again leave the table as one send would?"""
+        ...
 
     def start_upload(self, table: TableConfig, body: ByteSource, *, part: int = 1, parts: int = 1) -> UpstreamJob: ...
 
     def job_status(self, job: UpstreamJob | str) -> UpstreamStatus: ...
+
+
+class Limiter(Protocol):
+    """Paces requests under one limit: `acquire` waits for a slot and takes it."""
+
+    def acquire(self) -> float: ...
+
+
+class Spacer(Protocol):
+    """Keeps calls on one upstream table apart: `wait(table key)` waits for the table's turn."""
+
+    def wait(self, key: str) -> float: ...
+
+
+class Pacing(Protocol):
+    """Where clients get their limiters and spacers: one process (`LimiterRegistry`) or the whole
+    deployment through the job store (`bot.targets.shared_pacing.StorePacing`)."""
+
+    def limiter(self, key: str, rate: float, *, clock: Clock = ..., sleep: Sleep = ...) -> Limiter: ...
+
+    def spacer(self, key: str, spacing: float, *, clock: Clock = ..., sleep: Sleep = ...) -> Spacer: ...
 
 
 class RateLimiter:
@@ -190,8 +246,12 @@ class RateLimiter:
 class TableSpacer:
     """Keeps calls on one upstream table at least `spacing` seconds apart (D·engage: one a minute)."""
 
-    def __init__(self, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+    def __init__(
+        self, spacing: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep, margin_seconds: float = 0.0
+    ) -> None:
         self.spacing = spacing
+        # The margin widens the spacing as it widens a rate window: arrivals jitter.
+        self._gap = spacing + margin_seconds if spacing > 0 else 0.0
         self._clock = clock
         self._sleep = sleep
         self._last: dict[str, float] = {}
@@ -202,7 +262,7 @@ class TableSpacer:
         with self._lock:
             now = self._clock()
             last = self._last.get(key)
-            ready = now if last is None else max(now, last + self.spacing)
+            ready = now if last is None else max(now, last + self._gap)
             self._last[key] = ready
         wait = ready - now
         if wait > 0:
@@ -213,7 +273,7 @@ class TableSpacer:
         with self._lock:
             last = self._last.get(key)
         now = self._clock()
-        return now if last is None else max(now, last + self.spacing)
+        return now if last is None else max(now, last + self._gap)
 
 
 class LimiterRegistry:
@@ -242,7 +302,9 @@ class LimiterRegistry:
         with self._lock:
             found = self._spacers.get(key)
             if found is None or found.spacing != spacing:
-                found = self._spacers[key] = TableSpacer(spacing, clock=clock, sleep=sleep)
+                found = self._spacers[key] = TableSpacer(
+                    spacing, clock=clock, sleep=sleep, margin_seconds=self.margin_seconds
+                )
             return found
 
 
@@ -251,13 +313,16 @@ DEFAULT_PACING = LimiterRegistry()
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Backoff for `429`, `5xx` and network errors: backoff_seconds * 2**n, capped; a vendor's
-    `Retry-After` is honoured up to `max_retry_after_seconds`."""
+    """Backoff for `5xx` and network errors: backoff_seconds * 2**n, capped. A `429` waits for the
+    vendor's `Retry-After` (or its own rule) when that is at most `max_retry_after_seconds`;
+    a longer wait is handed to the caller (`UpstreamError.retry_after`), never cut short."""
 
     max_attempts: int = 5
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
-    max_retry_after_seconds: float = 120.0
+    # Short: a poller must not hold a part `sending` through a long sleep (if its Lambda stopped,
+    # an appended D·engage table could not be resent); longer waits go back to the caller.
+    max_retry_after_seconds: float = 10.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> RetryPolicy:
@@ -279,14 +344,49 @@ def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """The `Retry-After` header in seconds (a number or an HTTP date), or None."""
     value = response.headers.get("Retry-After")
-    if value is None:
+    if value is None or not value.strip():
         return None
     try:
-        return float(value)
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def forbidden_reason(response: httpx.Response) -> str | None:
+    """The `actionResult` of a 403 (D·engage puts the reason an address is refused there), or None."""
+    try:
+        payload = response.json()
     except ValueError:
         return None
+    holders = [payload, payload.get("data")] if isinstance(payload, dict) else []
+    for holder in holders:
+        if isinstance(holder, dict) and holder.get("actionResult") not in (None, ""):
+            value = holder["actionResult"]
+            text = value if isinstance(value, str) else str(value)
+            return truncate(text, 300)
+    return None
+
+
+def address_not_allowed(vendor: str, what: str, reason: str, status_code: int = 403) -> UpstreamError:
+    return UpstreamError(
+        "address_not_allowed",
+        f"{vendor} refused {what}: the address the bot calls from is not allowed (403: {reason}). "
+        f"Ask the {vendor} account's administrator to add it to the account's IP allow-list; "
+        "the credentials were not checked",
+        status_code=status_code,
+    )
+
+
+def _wait_words(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 _MAY_HAVE_STARTED = "; the upload may have started: check the table before sending it again"
@@ -300,7 +400,7 @@ class Sender:
     """Sends one logical request with pacing and retries (see the module docstring for the rule)."""
 
     http: httpx.Client
-    limiter: RateLimiter
+    limiter: Limiter
     retry: RetryPolicy
     sleep: Sleep
     vendor: str
@@ -316,12 +416,29 @@ class Sender:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         resend_after_sent: bool = True,
+        before_attempt: Callable[[], object] | None = None,
+        rate_limit_wait: Callable[[], float] | None = None,
     ) -> httpx.Response:
+        """`before_attempt` runs before every attempt (a table's spacing); `rate_limit_wait` gives
+        the vendor's own wait after a `429` without `Retry-After` (D·engage: the table's next
+        minute). A 429 whose wait is longer than `max_retry_after_seconds` is not waited for here:
+        it raises `rate_limited` at once with `retry_after` set, for the caller to come back then."""
         last: UpstreamError | None = None
+        delay = 0.0
         for attempt in range(1, self.retry.max_attempts + 1):
-            if attempt > 1 and last is not None:
-                self.sleep(self.retry.delay(attempt - 1, last.retry_after))
-            self.limiter.acquire()
+            if attempt > 1 and delay > 0:
+                self.sleep(delay)
+            try:
+                if before_attempt is not None:
+                    before_attempt()
+                self.limiter.acquire()
+            except StoreError as exc:
+                # The shared rate limit lives in the job store: if it cannot be booked, nothing is
+                # sent (never past the vendor's limit), and the caller may try again later.
+                raise UpstreamError(
+                    "unreachable",
+                    f"{self.vendor} was not called while {what}: the shared rate limit could not be booked ({exc.message})",
+                ) from None
             try:
                 response = self.http.request(
                     method, url, headers=headers, content=body() if body else None, json=json, params=params
@@ -330,20 +447,34 @@ class Sender:
                 last = UpstreamError(
                     "unreachable", f"{self.vendor} could not be reached while {what} ({type(exc).__name__})"
                 )
+                delay = self.retry.delay(attempt)
                 continue
             except httpx.TransportError as exc:
                 message = f"{self.vendor} did not answer while {what} ({type(exc).__name__})"
                 if not resend_after_sent:
                     raise UpstreamError("unreachable", message + _MAY_HAVE_STARTED, may_have_started=True) from None
                 last = UpstreamError("unreachable", message)
+                delay = self.retry.delay(attempt)
                 continue
             if response.status_code == 429:
+                asked = retry_after_seconds(response)
+                if asked is not None:
+                    wait, rule = asked, f"Retry-After {_wait_words(asked)}"
+                elif rate_limit_wait is not None:
+                    wait = max(0.0, rate_limit_wait())
+                    rule = f"the vendor's rule: next call in {_wait_words(wait)}"
+                else:
+                    wait = self.retry.delay(attempt)
+                    rule = f"no Retry-After; backed off {_wait_words(wait)}"
                 last = UpstreamError(
                     "rate_limited",
-                    f"{self.vendor} kept answering 429 Too Many Requests while {what}",
+                    f"{self.vendor} rate limited the bot while {what} (429 Too Many Requests; {rule})",
                     status_code=429,
-                    retry_after=_retry_after(response),
+                    retry_after=wait,
                 )
+                if wait > self.retry.max_retry_after_seconds:
+                    raise last
+                delay = wait
                 continue
             if response.status_code >= 500:
                 detail = truncate(response.text, 200)
@@ -355,6 +486,7 @@ class Sender:
                         "server", message + _MAY_HAVE_STARTED, status_code=response.status_code, may_have_started=True
                     )
                 last = UpstreamError("server", message, status_code=response.status_code)
+                delay = self.retry.delay(attempt)
                 continue
             return response
         assert last is not None
@@ -362,4 +494,5 @@ class Sender:
             last.kind,
             f"{last.message} (gave up after {self.retry.max_attempts} attempts)",
             status_code=last.status_code,
+            retry_after=last.retry_after,
         )

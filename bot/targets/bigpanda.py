@@ -14,12 +14,21 @@ Settings (extra keys under `[targets.X]`, with their defaults; unknowns of api-f
 - `max_file_bytes` = 500 MB (500 * 1024 * 1024, the documented file limit)
 - `max_attempts` = 5, `backoff_seconds` = 0.5, `max_backoff_seconds` = 30 (retries of 429/5xx)
 - `error_text_limit` = 500 (* characters of an undocumented 400 body shown to the user)
+- `done_statuses`, `failed_statuses`, `running_statuses` (* words added to the status families,
+  `bot.targets.statuses`; the documented ones are pending, started, done, failed, in any case)
+- `status_grace_seconds` = 300 (* how long a job status that cannot be read is tolerated)
+- `unknown_status_reads` = 3 (reads of an unknown status word before the user is told)
+
+Reading answers (one place: `_job_object`, `_job_from`): the Job object may come bare or under
+`data`; its id as `job_id`, `jobId` or `id`; a failed job's own text, if any, from `error`,
+`message` or `reason` (none is documented; shown when present).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +37,25 @@ import httpx
 from bot.config import TableConfig, TargetConfig
 from bot.errors import UpstreamError
 from bot.schema import Column, TableSchema
-from bot.targets.base import ByteSource, RateLimiter, RetryPolicy, Sender, Sleep, UpstreamJob, UpstreamStatus, truncate
+from bot.targets.base import (
+    ByteSource,
+    FileSource,
+    Limiter,
+    RetryPolicy,
+    Sender,
+    Sleep,
+    UpstreamJob,
+    UpstreamStatus,
+    address_not_allowed,
+    forbidden_reason,
+    truncate,
+)
+from bot.targets.statuses import (
+    DEFAULT_STATUS_GRACE_SECONDS,
+    DEFAULT_UNKNOWN_STATUS_READS,
+    StatusWords,
+    failure_text,
+)
 
 PATHS: Mapping[str, Mapping[str, str]] = {
     "2.1": {
@@ -44,7 +71,6 @@ PATHS: Mapping[str, Mapping[str, str]] = {
 }
 DEFAULT_REQUESTS_PER_SECOND = 5.0
 DEFAULT_MAX_FILE_BYTES = 500 * 1024 * 1024
-_RUNNING = {"pending", "started"}
 FAILED_REASON = (
     "BigPanda reported the upload job failed without giving a reason; nothing was changed "
     "(no partial success). Check the file against the enrichment schema and upload it again."
@@ -53,6 +79,9 @@ FAILED_REASON = (
 
 class BigPandaClient:
     kind = "bigpanda"
+    label = "BigPanda"
+    # An upload replaces the whole table; sending the same bytes again leaves it as one send would.
+    replaces_table = True
 
     def __init__(
         self,
@@ -60,7 +89,7 @@ class BigPandaClient:
         http: httpx.Client,
         *,
         token: str,
-        limiter: RateLimiter,
+        limiter: Limiter,
         retry: RetryPolicy | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
@@ -71,6 +100,9 @@ class BigPandaClient:
         self._token = token
         self.max_file_bytes = int(target.options.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
         self.error_text_limit = int(target.options.get("error_text_limit", 500))
+        self.status_words = StatusWords.from_options(target.options)
+        self.status_grace_seconds = float(target.options.get("status_grace_seconds", DEFAULT_STATUS_GRACE_SECONDS))
+        self.unknown_status_reads = int(target.options.get("unknown_status_reads", DEFAULT_UNKNOWN_STATUS_READS))
         self._sender = Sender(http, limiter, retry or RetryPolicy.from_options(target.options), sleep, "BigPanda")
 
     def _url(self, key: str, **values: str) -> str:
@@ -88,11 +120,38 @@ class BigPandaClient:
                 status_code=code,
             )
         if code == 403:
+            reason = forbidden_reason(response)
+            if reason is not None:
+                return address_not_allowed("BigPanda", what, reason)
             return UpstreamError(
-                "auth", f"BigPanda forbids {what} (403): the token lacks the permission", status_code=code
+                "auth",
+                f"BigPanda forbids {what} (403): the token in {self.target.token_env} lacks the permission",
+                status_code=code,
             )
         detail = truncate(response.text, self.error_text_limit) or "(no details)"
         return UpstreamError("rejected", f"BigPanda refused {what} ({code}): {detail}", status_code=code)
+
+    # -- what the use cases ask of every target (bot.targets.base.TargetClient) -------------------
+
+    @property
+    def part_spacing_seconds(self) -> float:
+        return 0.0
+
+    def parts(self, table: TableConfig, path: Path) -> Sequence[ByteSource]:
+        return [FileSource(path)]
+
+    def resend_is_safe(self, table: TableConfig) -> bool:
+        return True
+
+    # -- the steps of `tablebot check` -------------------------------------------------------------
+
+    def login(self) -> str:
+        return f"no login step: the token in {self.target.token_env} is sent with every call (proved next)"
+
+    def locate(self, table: TableConfig) -> str:
+        schema = self.fetch_schema(table)
+        name = f" ({schema.table_name!r})" if schema.table_name else ""
+        return f"enrichment {_enrichment_id(table)}{name} found; the token was accepted"
 
     def fetch_schema(self, table: TableConfig) -> TableSchema:
         enrichment = _enrichment_id(table)
@@ -125,12 +184,11 @@ class BigPandaClient:
         return self._job_from(response, part, parts)
 
     def _job_from(self, response: httpx.Response, part: int, parts: int) -> UpstreamJob:
-        payload: Any = None
         try:
-            payload = response.json()
+            payload: Any = response.json()
         except ValueError:
             payload = None
-        body_id = payload.get("job_id") if isinstance(payload, dict) else None
+        body_id = _job_id(payload)
         location = response.headers.get("Location")
         if location:
             absolute = str(response.url.join(location))
@@ -139,7 +197,7 @@ class BigPandaClient:
             safe = self._same_origin(absolute)
             return UpstreamJob(job_id=str(job_id), location=absolute if safe else None, part=part, parts=parts)
         if body_id:
-            return UpstreamJob(job_id=str(body_id), location=None, part=part, parts=parts)
+            return UpstreamJob(job_id=body_id, location=None, part=part, parts=parts)
         raise UpstreamError(
             "server",
             "BigPanda accepted the upload but named no job (no Location header, no job_id): "
@@ -153,30 +211,89 @@ class BigPandaClient:
         return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
     def job_status(self, job: UpstreamJob | str) -> UpstreamStatus:
+        """One read of the job. A 404, a 5xx, or an answer that is not a Job object raises
+        `status_unreadable` (the caller tolerates it for `status_grace_seconds`)."""
         if isinstance(job, str):
             job = UpstreamJob(job_id=job)
         url = job.location or self._url("job", job_id=job.job_id)
         what = f"reading upload job {job.job_id}"
-        response = self._sender.send("GET", url, what=what, headers=self._headers())
-        if response.status_code != 200:
+        try:
+            response = self._sender.send("GET", url, what=what, headers=self._headers())
+        except UpstreamError as exc:
+            if exc.kind == "server":
+                raise UpstreamError("status_unreadable", exc.message, status_code=exc.status_code) from None
+            raise
+        if response.status_code in (401, 403):
             raise self._refusal(response, what)
-        payload = _json(response, what)
-        raw = str(payload.get("status", "")).strip()
-        status = raw.lower()
-        if status == "done":
+        if response.status_code != 200:
+            detail = truncate(response.text, 200) or "no details"
+            raise UpstreamError(
+                "status_unreadable",
+                f"BigPanda answered {response.status_code} while {what}: {detail}",
+                status_code=response.status_code,
+            )
+        obj = _job_object(_payload_or_none(response))
+        if obj is None or "status" not in obj:
+            raise UpstreamError(
+                "status_unreadable",
+                f"BigPanda answered {what} with something that is not a Job object: {_shown(response)}",
+                status_code=response.status_code,
+            )
+        raw = str(obj.get("status") or "").strip()
+        family = self.status_words.family(raw)
+        if family == "done":
             return UpstreamStatus("done", None, raw)
-        if status == "failed":
-            return UpstreamStatus("failed", FAILED_REASON, raw)
-        if status in _RUNNING:
+        if family == "failed":
+            own = failure_text(obj)
+            reason = f"BigPanda reported the upload job {raw}: {own}" if own else FAILED_REASON
+            return UpstreamStatus("failed", reason, raw)
+        if family == "running":
             return UpstreamStatus("running", None, raw)
-        # A status word the documentation does not list: keep polling; the job's timeout ends it.
-        return UpstreamStatus("running", f"BigPanda reported an unknown job status {truncate(raw, 40)!r}", raw)
+        return UpstreamStatus(
+            "running", f"BigPanda answers status {truncate(raw, 60)!r}, which the bot does not know", raw, known=False
+        )
 
 
 def _enrichment_id(table: TableConfig) -> str:
     if not table.enrichment_id:
         raise UpstreamError("rejected", f"table {table.alias} names no enrichment_id")
     return table.enrichment_id
+
+
+def _payload_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _shown(response: httpx.Response) -> str:
+    text = truncate(response.text, 120)
+    kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+    return f"{kind}: {text}" if text else kind
+
+
+def _job_object(payload: Any) -> dict[str, Any] | None:
+    """The Job object of an answer: bare, or under `data` (one place for every shape)."""
+    if isinstance(payload, dict):
+        inner = payload.get("data")
+        if isinstance(inner, dict) and ("status" in inner or "job_id" in inner or "jobId" in inner):
+            return inner
+        return payload
+    return None
+
+
+def _job_id(payload: Any) -> str | None:
+    if isinstance(payload, str) and payload.strip():
+        return payload.strip()
+    obj = _job_object(payload)
+    if obj is None:
+        return None
+    for key in ("job_id", "jobId", "id"):
+        value = obj.get(key)
+        if isinstance(value, str | int) and str(value):
+            return str(value)
+    return None
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

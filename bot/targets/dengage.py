@@ -18,8 +18,16 @@ the previous part's job is done (the caller waits; `TableSpacer` enforces the sp
 
 Settings (extra keys under `[targets.X]`); the unknowns of api-facts.md are marked * with their
 documented defaults:
-- * `status_path` = "/dataspace/async/{job_id}" (GetStatus, relative to base_url, which ends in /rest)
-- * `running_statuses` = ["Waiting", "Running"], `done_statuses` = ["Completed"], `failed_statuses` = ["Failed"]
+- * `status_path` = "/dataspace/async/upsert/{job_id}" (GetStatus, relative to base_url, which ends
+  in /rest). Chosen because D·engage's sibling async endpoints read their status at the POST path
+  plus `/{jobId}` (`/dataspace/async/upsert_v2/{jobId}`, `/bulk/async/contacts/{jobId}`); the
+  first reading, `/dataspace/async/{job_id}`, is one setting away.
+- * `done_statuses`, `failed_statuses`, `running_statuses`: words added to the status families
+  (`bot.targets.statuses`: Completed/Success/Done, Failed/Error/Cancelled/PartiallyCompleted,
+  Waiting/Running/Pending/Processing/Queued, ... in any case). `errorCount > 0` is a failure.
+- * `status_grace_seconds` = 300 (a 404, 5xx, `code != 0` or HTML status read is tolerated this long)
+- `unknown_status_reads` = 3 (reads of an unknown status word before the user is told)
+- `list_page_size` = 1000 (tables listed per request while finding `table_name`; 10..1000)
 - * `constant_field` = "value" (columnMapping field holding a constant, for `constants` of a table)
 - * `overwrite_field` = "overwriteWithEmpty" (the boolean; its value from `overwrite_with_empty`, default false)
 - `part_spacing_seconds` = 60 (one call a minute per table)
@@ -29,6 +37,17 @@ documented defaults:
 - `token_refresh_seconds` = 60, `max_attempts` = 5, `backoff_seconds` = 0.5, `max_backoff_seconds` = 30
 
 Per table (`[tables.X]`): `constants = {column = "value"}` assigns a constant to a table column.
+
+Reading answers, in one place (the `_payload`/`_inner`/`_table_page`/`_job_id` helpers): the common
+envelope `{"code", "message", "data"}` is checked for `code != 0` even on HTTP 200; the table list
+comes under `data.result` (with `data.totalRowCount`), `data.items`, or as a bare list, and is paged
+by `totalRowCount` (a short page alone never ends the listing); the job id as `jobId` or
+`transactionId`, top level or inside `data`, or `data` as a bare string; a failed job's text from
+`error`, `message`, `reason`, `errorList`, `errors`.
+
+Refusals by cause: `403` with `actionResult` is the IP allow-list (checked before the credentials,
+so a 403 on login is never "wrong password"); `429` on an upsert waits for `Retry-After`, or
+without one for the table's next minute, and is reported as rate limited.
 """
 
 from __future__ import annotations
@@ -54,15 +73,23 @@ from bot.targets.base import (
     ByteSource,
     Clock,
     FileSource,
-    RateLimiter,
+    Limiter,
     RetryPolicy,
     Sender,
     Sleep,
-    TableSpacer,
+    Spacer,
     UpstreamJob,
     UpstreamStatus,
+    address_not_allowed,
     first_line,
+    forbidden_reason,
     truncate,
+)
+from bot.targets.statuses import (
+    DEFAULT_STATUS_GRACE_SECONDS,
+    DEFAULT_UNKNOWN_STATUS_READS,
+    StatusWords,
+    failure_text,
 )
 
 DEFAULT_MAX_REQUEST_BYTES = 50_000_000
@@ -75,10 +102,11 @@ _JOB_NAME_LIMIT = 200
 
 @dataclass(frozen=True)
 class DengageSettings:
-    status_path: str = "/dataspace/async/{job_id}"
-    running_statuses: tuple[str, ...] = ("Waiting", "Running")
-    done_statuses: tuple[str, ...] = ("Completed",)
-    failed_statuses: tuple[str, ...] = ("Failed",)
+    status_path: str = "/dataspace/async/upsert/{job_id}"
+    status_words: StatusWords = field(default_factory=lambda: StatusWords.from_options({}))
+    status_grace_seconds: float = DEFAULT_STATUS_GRACE_SECONDS
+    unknown_status_reads: int = DEFAULT_UNKNOWN_STATUS_READS
+    list_page_size: int = 1000
     constant_field: str = "value"
     overwrite_field: str = "overwriteWithEmpty"
     overwrite_with_empty: bool = False
@@ -90,16 +118,12 @@ class DengageSettings:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DengageSettings:
         d = cls()
-
-        def words(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-            value = options.get(key)
-            return default if value is None else tuple(str(v) for v in value)
-
         return cls(
             status_path=str(options.get("status_path", d.status_path)),
-            running_statuses=words("running_statuses", d.running_statuses),
-            done_statuses=words("done_statuses", d.done_statuses),
-            failed_statuses=words("failed_statuses", d.failed_statuses),
+            status_words=StatusWords.from_options(options),
+            status_grace_seconds=float(options.get("status_grace_seconds", d.status_grace_seconds)),
+            unknown_status_reads=int(options.get("unknown_status_reads", d.unknown_status_reads)),
+            list_page_size=min(1000, max(10, int(options.get("list_page_size", d.list_page_size)))),
             constant_field=str(options.get("constant_field", d.constant_field)),
             overwrite_field=str(options.get("overwrite_field", d.overwrite_field)),
             overwrite_with_empty=bool(options.get("overwrite_with_empty", d.overwrite_with_empty)),
@@ -182,6 +206,9 @@ def base64_size(n: int) -> int:
 
 class DengageClient:
     kind = "dengage"
+    label = "D·engage"
+    # Rows are upserted on the primary key, or appended to a table without one.
+    replaces_table = False
 
     def __init__(
         self,
@@ -190,8 +217,8 @@ class DengageClient:
         *,
         userkey: str,
         password: str,
-        limiter: RateLimiter,
-        spacer: TableSpacer,
+        limiter: Limiter,
+        spacer: Spacer,
         settings: DengageSettings | None = None,
         retry: RetryPolicy | None = None,
         clock: Clock = time.monotonic,
@@ -207,6 +234,22 @@ class DengageClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
+        self.status_grace_seconds = self.settings.status_grace_seconds
+        self.unknown_status_reads = self.settings.unknown_status_reads
+
+    # --- what the use cases ask of every target (bot.targets.base.TargetClient) ------------------
+
+    @property
+    def part_spacing_seconds(self) -> float:
+        return self.settings.part_spacing_seconds
+
+    def parts(self, table: TableConfig, path: Path) -> Sequence[ByteSource]:
+        return self.plan(table, path).sources()
+
+    def resend_is_safe(self, table: TableConfig) -> bool:
+        """Upserting the same rows on a primary key is idempotent; appending them is not."""
+        schema = table.configured_schema()
+        return schema is not None and bool(schema.primary_key)
 
     # --- authentication -------------------------------------------------------------------------
 
@@ -225,7 +268,18 @@ class DengageClient:
             what=what,
             json={"userkey": self._userkey, "password": self._password},
         )
-        if response.status_code in (400, 401, 403):
+        if response.status_code == 403:
+            reason = forbidden_reason(response)
+            if reason is not None:
+                raise address_not_allowed("D·engage", "the login", reason)
+            raise UpstreamError(
+                "auth",
+                "D·engage refused the login (403 Forbidden, no reason given). D·engage answers 403 before "
+                "looking at the credentials when the caller's address is not on the account's IP allow-list: "
+                f"check that first, then {self.target.userkey_env} and {self.target.password_env}",
+                status_code=403,
+            )
+        if response.status_code in (400, 401):
             raise UpstreamError(
                 "auth",
                 f"D·engage refused the login ({response.status_code}): check {self.target.userkey_env} "
@@ -255,6 +309,8 @@ class DengageClient:
         headers: Mapping[str, str] | None = None,
         body: Callable[[], Iterable[bytes]] | None = None,
         params: Mapping[str, str | int] | None = None,
+        before_attempt: Callable[[], object] | None = None,
+        rate_limit_wait: Callable[[], float] | None = None,
     ) -> httpx.Response:
         """A call with the bearer token; on 401 (nothing applied), one re-login and one resend."""
         for renew in (False, True):
@@ -267,6 +323,8 @@ class DengageClient:
                 body=body,
                 params=params,
                 resend_after_sent=resend_after_sent,
+                before_attempt=before_attempt,
+                rate_limit_wait=rate_limit_wait,
             )
             if response.status_code != 401:
                 return response
@@ -278,15 +336,35 @@ class DengageClient:
         code = response.status_code
         message, extra = _envelope_message(response)
         if code == 403:
+            reason = forbidden_reason(response)
+            if reason is not None:
+                return address_not_allowed("D·engage", what, reason)
             return UpstreamError(
                 "auth",
-                f"D·engage forbids {what} (403): {message or extra or 'no reason given'}"
-                " (is this machine's address allow-listed?)",
+                f"D·engage forbids {what} (403): {message or extra or 'no reason given'}",
                 status_code=code,
             )
         return UpstreamError(
             "rejected", f"D·engage refused {what} ({code}): {message or extra or 'no details'}", status_code=code
         )
+
+    # --- the steps of `tablebot check` ----------------------------------------------------------
+
+    def login(self) -> str:
+        """Log in now (a fresh token); what it proved."""
+        self._access_token(renew=True)
+        left = max(0.0, self._token_expires - self._clock()) + self.settings.token_refresh_seconds
+        return (
+            f"logged in with {self.target.userkey_env} / {self.target.password_env} "
+            f"(token valid about {left / 60:.0f} min)"
+        )
+
+    def locate(self, table: TableConfig) -> str:
+        """Find the upstream table; what was found."""
+        if table.table_id:
+            return f"table_id {table.table_id} is given (read in the next step)"
+        public_id = self._find_table_id(table)
+        return f"table {table.table_name!r} found (publicId {public_id})"
 
     # --- schema ----------------------------------------------------------------------------------
 
@@ -320,31 +398,32 @@ class DengageClient:
         )
 
     def _find_table_id(self, table: TableConfig) -> str:
+        """Page through the table list by `totalRowCount` (the server may send fewer rows than
+        asked; a short page alone never ends it) until the table is found or the list ends."""
         what = f"listing tables to find {table.table_name}"
-        limit, offset = 1000, 0
+        limit, offset, pages = self.settings.list_page_size, 0, 0
+        seen_first: set[str] = set()
         while True:
             response = self._call("GET", "/dataspace/tables", what=what, params={"limit": limit, "offset": offset})
             if response.status_code != 200:
                 raise self._refusal(response, what)
-            data = _data(response, what)
-            items = (
-                data
-                if isinstance(data, list)
-                else next(
-                    (
-                        data[k]
-                        for k in ("items", "tables", "data")
-                        if isinstance(data, dict) and isinstance(data.get(k), list)
-                    ),
-                    [],
-                )
-            )
+            items, total = _table_page(_data(response, what))
+            pages += 1
             for item in items:
                 if isinstance(item, dict) and item.get("tableName") == table.table_name and item.get("publicId"):
                     return str(item["publicId"])
-            if len(items) < limit:
-                raise UpstreamError("rejected", f"D·engage has no data table named {table.table_name!r}")
-            offset += limit
+            first = json.dumps(items[0], sort_keys=True, default=str) if items else ""
+            offset += len(items)
+            ended = not items or (total is not None and offset >= total) or first in seen_first
+            # A server that ignores `offset` would page forever: the same first row again ends it.
+            seen_first.add(first)
+            if ended or pages >= 100_000:
+                listed = f"{offset:,} tables listed" + (f" of {total:,}" if total is not None else "")
+                raise UpstreamError(
+                    "rejected",
+                    f"D·engage has no data table named {table.table_name!r} ({listed}); "
+                    "check `table_name` in the tables file (names are case-sensitive) or use `table_id`",
+                )
 
     # --- upload ----------------------------------------------------------------------------------
 
@@ -399,7 +478,12 @@ class DengageClient:
         def json_body() -> Iterator[bytes]:
             return _json_chunks(prefix, body, suffix)
 
-        self.spacer.wait(self.table_key(table))
+        key = self.table_key(table)
+
+        def table_next_minute() -> float:
+            # Another process may have made the call that filled this minute: wait a whole spacing.
+            return self.settings.part_spacing_seconds
+
         response = self._call(
             "POST",
             UPSERT_PATH,
@@ -407,6 +491,9 @@ class DengageClient:
             resend_after_sent=False,
             body=json_body,
             headers={"Content-Type": "application/json", "Content-Length": str(size)},
+            # Every attempt books the table's minute; a 429 without Retry-After waits for the next.
+            before_attempt=lambda: self.spacer.wait(key),
+            rate_limit_wait=table_next_minute,
         )
         if response.status_code not in (200, 201, 202):
             raise self._refusal(response, what)
@@ -425,28 +512,65 @@ class DengageClient:
     # --- status ----------------------------------------------------------------------------------
 
     def job_status(self, job: UpstreamJob | str) -> UpstreamStatus:
+        """One read of the job. A 404, a 5xx, `code != 0` or an answer that is not JSON raises
+        `status_unreadable` (the caller tolerates it for `status_grace_seconds`)."""
         job_id = job if isinstance(job, str) else job.job_id
         what = f"reading upsert job {job_id}"
-        response = self._call("GET", self.settings.status_path.format(job_id=job_id), what=what)
-        if response.status_code != 200:
+        try:
+            response = self._call("GET", self.settings.status_path.format(job_id=job_id), what=what)
+        except UpstreamError as exc:
+            if exc.kind == "server":
+                raise UpstreamError("status_unreadable", exc.message, status_code=exc.status_code) from None
+            raise
+        if response.status_code == 403:
             raise self._refusal(response, what)
-        payload = _payload(response, what)
-        _check_code(payload, what, response.status_code)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code != 200 or not isinstance(payload, dict):
+            message, extra = _envelope_message(response)
+            seen = message or extra or "no details"
+            kind = response.headers.get("Content-Type", "").split(";")[0]
+            if not isinstance(payload, dict | list | str) and kind:
+                seen = f"{kind}: {seen}"
+            hint = ""
+            if response.status_code == 404:
+                # The status endpoint is not documented: a wrong path looks like a job not found yet.
+                hint = (
+                    f" (if every status read answers 404, the status path may differ: `status_path` under "
+                    f"[targets.{self.target.name}] is {self.settings.status_path})"
+                )
+            raise UpstreamError(
+                "status_unreadable",
+                f"D·engage answered {response.status_code} while {what}: {seen}{hint}",
+                status_code=response.status_code,
+            )
+        code = payload.get("code")
+        if code not in (None, 0, "0"):
+            message = truncate(str(payload.get("message") or payload.get("actionResult") or "no message"))
+            raise UpstreamError(
+                "status_unreadable", f"D·engage answered code {code} while {what}: {message}", status_code=200
+            )
         data = _inner(payload)
-        raw = str(data.get("status", ""))
+        raw = str(data.get("status") or "").strip()
         error_count = _int(data.get("errorCount"))
-        errors = data.get("errorList") or []
-        lowered = raw.lower()
-        if lowered in {w.lower() for w in self.settings.failed_statuses}:
-            return UpstreamStatus("failed", _error_reason(error_count, errors, "D·engage reported the job failed"), raw)
-        if lowered in {w.lower() for w in self.settings.done_statuses}:
-            if error_count:
-                # Completed with row errors: those rows were not applied; the user must know.
-                return UpstreamStatus("failed", _error_reason(error_count, errors, "D·engage completed the job"), raw)
+        family = self.settings.status_words.family(raw)
+        if family == "failed" or (family == "done" and error_count):
+            # Completed with row errors (or partially): those rows were not applied; the user must know.
+            lead = "D·engage completed the job" if family == "done" else f"D·engage reported the job {raw}"
+            return UpstreamStatus("failed", _error_reason(error_count, data, lead), raw, error_count=error_count)
+        if family == "done":
             return UpstreamStatus("done", None, raw)
-        if lowered in {w.lower() for w in self.settings.running_statuses}:
-            return UpstreamStatus("running", None, raw)
-        return UpstreamStatus("running", f"D·engage reported an unknown job status {truncate(raw, 40)!r}", raw)
+        if family == "running":
+            return UpstreamStatus("running", None, raw, error_count=error_count)
+        return UpstreamStatus(
+            "running",
+            f"D·engage answers status {truncate(raw, 60)!r}, which the bot does not know",
+            raw,
+            known=False,
+            error_count=error_count,
+        )
 
 
 def _json_chunks(prefix: bytes, body: ByteSource, suffix: bytes) -> Iterator[bytes]:
@@ -475,7 +599,7 @@ def _payload(response: httpx.Response, what: str) -> dict[str, Any]:
         payload = response.json()
     except ValueError:
         payload = None
-    if isinstance(payload, str):  # a bare job uuid
+    if isinstance(payload, str | list):  # a bare job uuid, a bare table list
         return {"data": payload}
     if not isinstance(payload, dict):
         raise UpstreamError(
@@ -507,16 +631,32 @@ def _check_code(payload: Mapping[str, Any], what: str, status: int) -> None:
     raise UpstreamError("rejected", f"D·engage refused {what} (code {code}): {message}", status_code=status)
 
 
+def _table_page(data: Any) -> tuple[list[Any], int | None]:
+    """The rows of one page of the table list and the total, from `data.result` (+ `totalRowCount`),
+    `data.items`, or a bare list (the total then unknown)."""
+    if isinstance(data, list):
+        return data, None
+    if not isinstance(data, dict):
+        return [], None
+    items: list[Any] = next(
+        (data[k] for k in ("result", "items", "tables", "data") if isinstance(data.get(k), list)), []
+    )
+    total = data.get("totalRowCount", data.get("totalCount", data.get("total")))
+    return items, (_int(total) if total is not None else None)
+
+
 def _job_id(payload: Mapping[str, Any]) -> str | None:
+    """The started job's id: `data` as a bare string, or `jobId` / `transactionId` (and their
+    spellings) inside `data` or at the top level."""
     data = payload.get("data")
-    if isinstance(data, str) and data:
-        return data
+    if isinstance(data, str) and data.strip():
+        return data.strip()
     for holder in (data, payload):
         if isinstance(holder, dict):
-            for key in ("jobId", "jobID", "id", "uuid", "transactionId"):
+            for key in ("jobId", "jobID", "job_id", "transactionId", "transactionID", "id", "uuid"):
                 value = holder.get(key)
-                if isinstance(value, str) and value:
-                    return value
+                if isinstance(value, str | int) and str(value).strip():
+                    return str(value).strip()
     return None
 
 
@@ -538,11 +678,9 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _error_reason(count: int, errors: Any, lead: str) -> str:
-    items = errors if isinstance(errors, list) else [errors]
-    shown = "; ".join(
-        truncate(json.dumps(e, ensure_ascii=False) if not isinstance(e, str) else e, 200) for e in items[:5]
-    )
+def _error_reason(count: int, data: Mapping[str, Any], lead: str) -> str:
+    """The failure as the user reads it: the lead, the number of row errors, the job's own text."""
     if count:
         lead += f" with {count} row error{'s' if count != 1 else ''}"
-    return truncate(f"{lead}: {shown}" if shown else lead, 1000)
+    own = failure_text(data)
+    return truncate(f"{lead}: {own}" if own else lead, 1000)

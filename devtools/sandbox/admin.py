@@ -24,8 +24,12 @@ class SandboxAdmin:
     def fault(self, kind: str, count: int = 1, path: str | None = None, method: str | None = None) -> None:
         self._call("POST", "faults", {"kind": kind, "count": count, "path": path, "method": method})
 
-    def requests(self, path_contains: str = "") -> list[dict[str, Any]]:
-        return [r for r in self._call("GET", "requests") if path_contains in r["path"]]
+    def requests(self, path_contains: str = "", method: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self._call("GET", "requests")
+            if path_contains in r["path"] and (method is None or r["method"] == method)
+        ]
 
     def jobs(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "jobs")

@@ -11,6 +11,10 @@ Built from api-facts.md, independently of bot.validation (a shared bug would hid
   fields, no `\\r` in a value, no value longer than `max_field_chars`, no duplicate rows, UTF-8.
 - The job moves pending -> started -> done|failed over `job_seconds`; on done the stored table is
   replaced by the uploaded bytes (no partial success). Stored tables live on disk.
+- Variants (settings): `status_words` (e.g. {"done": "COMPLETED"}) and `status_case` (DONE, Done),
+  `job_shape` (the Job object bare, as documented, or under `data`), `failure_text_field` (a
+  failed job's text in `error`/`message`/`reason`: undocumented, absent by default),
+  `status_not_found_seconds` (a new job's status answers 404 for a while), `location_header`.
 - `GET /_sandbox/tables/{id}` gives {"bytes", "sha256", "header", "rows" (first `limit`, default
   1000), "row_count"}; `PUT /_sandbox/tables/{id}` {"name", "fields": [{"title", "type"}]}.
 """
@@ -122,9 +126,9 @@ class BigPandaSandbox(SandboxApp):
                 return self._upload(req, version, rest[0])
         if resource == _JOBS[version] and len(rest) == 1 and req.method == "GET":
             job = self.jobs.get(rest[0])
-            if job is None:
+            if job is None or self.status_not_found_yet(job):
                 return Response.json(404, {"message": "job not found"})
-            return Response.json(200, _job_object(job))
+            return Response.json(200, self._job_answer(job))
         return Response.json(404, {"message": "Not Found"})
 
     def _upload(self, req: Request, version: str, enrichment_id: str) -> Response:
@@ -165,7 +169,16 @@ class BigPandaSandbox(SandboxApp):
         if self.settings.location_header:
             host = req.header("Host", "127.0.0.1")
             headers["Location"] = f"http://{host}/resources/{version}/{_JOBS[version]}/{job_id}"
-        return Response.json(202, _job_object(job), headers)
+        req.note["table"] = enrichment_id
+        return Response.json(202, self._job_answer(job), headers)
+
+    def _job_answer(self, job: Job) -> dict[str, Any]:
+        obj = _job_object(job)
+        obj["status"] = self.status_word(job.status, obj["status"])
+        field = self.settings.failure_text_field
+        if job.status == "failed" and field and job.reason:
+            obj[field] = job.reason
+        return {"data": obj} if self.settings.job_shape == "data" else obj
 
     # --- jobs ---------------------------------------------------------------------------------
 

@@ -19,6 +19,13 @@ the constant-value and overwrite field names, the upsert answer's envelope (`res
   errorCount/errorList and applies nothing (an assumption: the vendor's partial behaviour is
   unknown). Otherwise rows are upserted on the primary key (the last row of a key wins; empty
   values overwrite only with the overwrite flag) or appended when the table has none.
+- Answer shapes (settings, the facts give several or none): the table list `tables_shape`
+  (default `data.result` + `data.totalRowCount`, as public client code reads it; `data.items`; a
+  bare list) and at most `tables_page_max` rows a page; the upsert's job id `response_shape`
+  (`data.jobId` default, `data.transactionId`, top level, a bare string); the status words
+  (`status_waiting`..., `status_case`, `row_errors_status` such as PartiallyCompleted with an
+  errorCount) and `failure_text_field` (the job's own text besides errorList);
+  `status_not_found_seconds` (a new job's status answers 404 for a while).
 - Stored rows live in sqlite; `GET /_sandbox/tables/{tableName}` returns them (`limit`, default 1000).
   `POST /_sandbox/tokens/expire` expires every issued token (the next call gets 401).
 """
@@ -209,27 +216,40 @@ class DengageSandbox(SandboxApp):
         if not 10 <= limit <= 1000:
             return _fail(400, "limit must be between 10 and 1000")
         listing = [{"tableName": t["tableName"], "publicId": t["publicId"]} for t in self.tables.values()]
-        return _ok(listing[offset : offset + limit])
+        size = min(limit, self.settings.tables_page_max) if self.settings.tables_page_max > 0 else limit
+        page = listing[offset : offset + size]
+        shape = self.settings.tables_shape
+        if shape == "bare_list":
+            return _ok(page)
+        if shape == "list":
+            return Response.json(200, page)
+        key = "items" if shape == "data_items" else "result"
+        return _ok({key: page, "totalRowCount": len(listing)})
 
     def _status(self, job_id: str) -> Response:
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or self.status_not_found_yet(job):
             return _fail(404, f"job {job_id} not found")
         s = self.settings
-        word = {
+        defaults = {
             "pending": s.status_waiting,
             "running": s.status_running,
             "done": s.status_done,
             "failed": s.status_failed,
-        }[job.status]
-        return _ok(
-            {
-                "jobId": job.id,
-                "status": word,
-                "errorCount": job.error_count,
-                "errorList": job.errors[:_ERROR_LIST_LIMIT] if job.status == "failed" else [],
-            }
-        )
+        }
+        family = job.status
+        if job.status == "failed" and job.error_count and s.row_errors_status:
+            defaults["partial"] = s.row_errors_status
+            family = "partial"
+        data: dict[str, Any] = {
+            "jobId": job.id,
+            "status": self.status_word(family, defaults[family]),
+            "errorCount": job.error_count,
+            "errorList": job.errors[:_ERROR_LIST_LIMIT] if job.status == "failed" else [],
+        }
+        if job.status == "failed" and s.failure_text_field and job.reason:
+            data[s.failure_text_field] = job.reason
+        return _ok(data)
 
     def _upsert(self, req: Request) -> Response:
         if req.body_path is None:
@@ -238,18 +258,27 @@ class DengageSandbox(SandboxApp):
         try:
             with req.body_path.open("rb") as src, content.open("wb") as dst:
                 meta = split_file_content(src, dst)
-            job = self._accept(meta, content)
+            # Every call on a table is logged with it, refused ones (429) too: the rule counts calls.
+            req.note["table"] = str(meta.get("tableName") or meta.get("tableId") or "")
+            job = self._accept(meta, content, arrived=req.received)
         except BadRequest as exc:
             content.unlink(missing_ok=True)
             return exc.response
+        req.note["table"] = job.table
         shape = self.settings.response_shape
         if shape == "data_string":
             return _ok(job.id)
         if shape == "top_level":
             return Response.json(200, {"code": 0, "message": "Success", "jobId": job.id})
+        if shape == "transaction_id":
+            return _ok({"transactionId": job.id})
+        if shape == "top_transaction_id":
+            return Response.json(200, {"code": 0, "message": "Success", "transactionId": job.id})
+        if shape == "bare_string":
+            return Response.json(200, job.id)
         return _ok({"jobId": job.id})
 
-    def _accept(self, meta: dict[str, Any], content: Path) -> Job:
+    def _accept(self, meta: dict[str, Any], content: Path, *, arrived: float) -> Job:
         table = self._table_of(meta)
         name = table["tableName"]
         if name == "master_contact":
@@ -285,9 +314,10 @@ class DengageSandbox(SandboxApp):
             now = time.time()
             busy = any(j.table == name and j.status in ("pending", "running") for j in self.jobs.values())
             last = self.last_call.get(name)
-            if busy or (last is not None and now - last < self.settings.table_call_spacing_seconds):
+            # The spacing counts from arrival (a call is a call however long its body takes to read).
+            if busy or (last is not None and arrived - last < self.settings.table_call_spacing_seconds):
                 raise BadRequest(Response.json(429, {"code": 429, "message": "Too Many Requests"}))
-            self.last_call[name] = now
+            self.last_call[name] = arrived
             job = Job(
                 id=str(uuid.uuid4()),
                 table=name,

@@ -5,8 +5,18 @@ Admin API (every emulator):
 - `GET  /_sandbox/health`                 -> {"ok": true, "kind": ...}
 - `GET  /_sandbox/settings`, `POST /_sandbox/settings` (JSON object: the keys of `SandboxSettings`)
 - `POST /_sandbox/faults` {"kind", "count"=1, "path"=substring, "method"}: scripted faults for the
-  next matching requests (kinds in `FAULT_KINDS`); `DELETE /_sandbox/faults` clears them
-- `GET  /_sandbox/requests` (the API requests seen: time, method, path, status, fault), `DELETE` clears
+  next matching requests (kinds in `FAULT_KINDS`); `DELETE /_sandbox/faults` clears them. Besides
+  429/500/timeouts/drops: `404` (not found), `html` (a 200 HTML page, as a proxy or login wall
+  answers), `code_error` (HTTP 200 with `{"code": 999, ...}`), `403_address` (403 with
+  `actionResult`, the IP allow-list refusal)
+- `GET  /_sandbox/requests` (the API requests seen: time (of arrival), answered, method, path, status, fault, the rate
+  key (`key`: a digest of the token, or the caller address) and, for uploads, the `table`), `DELETE` clears
+
+Variants (settings) where the facts give several shapes or none: `retry_after` (the header of a
+429; "" sends none), `allowed_addresses` (non-empty: others get 403 with `actionResult` before
+their credentials are looked at), `status_case` (as_is | upper | lower | title),
+`status_not_found_seconds` (a new job's status reads answer 404 this long), and per emulator the
+envelopes and words (see each module).
 - `GET  /_sandbox/jobs`, `GET /_sandbox/jobs/{id}` (with the emulator's own reason for a failure)
 - `PUT  /_sandbox/tables/{id}` (define a table), `GET /_sandbox/tables/{id}` (what is stored)
 - `POST /_sandbox/reset` (forget tables' contents, jobs, faults and the log)
@@ -15,6 +25,7 @@ Admin API (every emulator):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -31,8 +42,22 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 1024 * 1024
-FAULT_KINDS = ("429", "500", "timeout", "500_after", "drop_after", "job_failed", "job_stuck")
-_REQUEST_FAULTS = ("429", "500", "timeout", "500_after", "drop_after")
+FAULT_KINDS = (
+    "429",
+    "500",
+    "timeout",
+    "500_after",
+    "drop_after",
+    "job_failed",
+    "job_stuck",
+    "404",
+    "html",
+    "code_error",
+    "403_address",
+)
+_REQUEST_FAULTS = ("429", "500", "timeout", "500_after", "drop_after", "404", "html", "code_error", "403_address")
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in</body></html>"
+ADDRESS_REFUSED = "IP address {address} is not in the allowed IP list of this account"
 _LOG_LIMIT = 10_000
 
 
@@ -51,6 +76,12 @@ class SandboxSettings:
     share_job_stuck: float = 0.0  # share of jobs that never finish
     slow_seconds: float = 30.0
     seed: int | None = None
+    retry_after: str = "1"  # Retry-After of a 429 answer; "" sends none
+    allowed_addresses: list[str] = field(default_factory=list)  # empty: every caller address is allowed
+    status_case: str = "as_is"  # as_is | upper | lower | title: the case of status words
+    status_not_found_seconds: float = 0.0  # status reads of a new job answer 404 this long
+    failure_text_field: str = ""  # where a failed job's own text goes ("", error, message, reason, errors)
+    status_words: dict[str, str] = field(default_factory=dict)  # pending|running|done|failed|partial -> word
     # BigPanda
     tokens: list[str] = field(default_factory=lambda: ["demo-bigpanda-token"])
     max_file_bytes: int = 500 * 1024 * 1024
@@ -61,14 +92,23 @@ class SandboxSettings:
     token_ttl_seconds: float = 3600.0
     max_request_bytes: int = 50 * 1024 * 1024  # "50mb" read as 50 MiB here (the client sends <= 50*10**6)
     table_call_spacing_seconds: float = 60.0  # one upsert call a minute per table
-    status_path: str = "/dataspace/async/{job_id}"  # unknown upstream; the documented default
+    status_path: str = "/dataspace/async/upsert/{job_id}"  # unknown upstream; the sibling endpoints' shape
     status_waiting: str = "Waiting"
     status_running: str = "Running"
     status_done: str = "Completed"
     status_failed: str = "Failed"
     constant_field: str = "value"  # unknown upstream
     overwrite_field: str = "overwriteWithEmpty"  # unknown upstream
-    response_shape: str = "data_object"  # data_object | data_string | top_level (unknown upstream)
+    # The upsert's answer (unknown upstream): data_object {"data": {"jobId"}} | data_string | top_level
+    # {"jobId"} | transaction_id {"data": {"transactionId"}} | top_transaction_id | bare_string
+    response_shape: str = "data_object"
+    # The table list: data_result {"data": {"result", "totalRowCount"}} (public client code) |
+    # data_items {"data": {"items", "totalRowCount"}} | bare_list {"data": [...]} | list [...]
+    tables_shape: str = "data_result"
+    tables_page_max: int = 0  # rows per page at most, whatever `limit` asks (0: as asked)
+    row_errors_status: str = ""  # the word of a job with row errors ("": status_failed; e.g. PartiallyCompleted)
+    # BigPanda: the Job object bare (as documented) or under "data"
+    job_shape: str = "bare"
 
     def update(self, values: Mapping[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
@@ -95,6 +135,8 @@ class Request:
     body_size: int
     body_too_large: bool = False
     keep_body: bool = False  # set by a handler that took the body file over
+    note: dict[str, Any] = field(default_factory=dict)  # what the handler adds to the request log
+    received: float = field(default_factory=time.time)  # arrival (headers read): what vendors count
 
     def json(self) -> Any:
         if self.body_path is None:
@@ -252,9 +294,17 @@ class SandboxApp:
             self.stopping.wait(self.settings.latency_seconds)
         response: Response | None
         if fault == "429":
-            response = Response.json(429, {"message": "Too Many Requests"}, {"Retry-After": "1"})
+            response = self.too_many()
         elif fault == "500":
             response = Response.json(500, {"message": "injected server error"})
+        elif fault == "404":
+            response = Response.json(404, {"code": 404, "message": "Not Found"})
+        elif fault == "html":
+            response = Response(200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+        elif fault == "code_error":
+            response = Response.json(200, {"code": 999, "message": "UnexpectedError", "data": None})
+        elif fault == "403_address" or not self._address_allowed(req):
+            response = self.address_refused(req)
         else:
             if fault == "timeout":
                 self.stopping.wait(self.settings.slow_seconds)
@@ -265,6 +315,42 @@ class SandboxApp:
                 response = None
         self._record(req, response, fault)
         return response
+
+    def too_many(self) -> Response:
+        headers = {"Retry-After": self.settings.retry_after} if self.settings.retry_after else {}
+        return Response.json(429, {"code": 429, "message": "Too Many Requests"}, headers)
+
+    def _address_allowed(self, req: Request) -> bool:
+        allowed = self.settings.allowed_addresses
+        return not allowed or req.client in allowed
+
+    def address_refused(self, req: Request) -> Response:
+        """403 before the credentials are looked at, the reason in `actionResult` (D·engage's shape)."""
+        return Response.json(
+            403,
+            {
+                "code": 10,
+                "message": "Forbidden",
+                "actionResult": ADDRESS_REFUSED.format(address=req.client),
+                "data": None,
+            },
+        )
+
+    def status_word(self, family: str, default: str) -> str:
+        """The word a status read answers for `family`, in the configured case."""
+        word = self.settings.status_words.get(family) or default
+        case = self.settings.status_case
+        if case == "upper":
+            return word.upper()
+        if case == "lower":
+            return word.lower()
+        if case == "title":
+            return word.title()
+        return word
+
+    def status_not_found_yet(self, job: Job) -> bool:
+        """A new job's status may not be readable at once (eventual consistency upstream)."""
+        return time.time() - job.created < self.settings.status_not_found_seconds
 
     def _route(self, req: Request) -> Response:
         if req.body_too_large:
@@ -287,7 +373,7 @@ class SandboxApp:
             if bucket is None or bucket.rate != rate:
                 bucket = self._buckets[key] = Bucket(rate)
             allowed = bucket.take()
-        return None if allowed else Response.json(429, {"message": "Too Many Requests"}, {"Retry-After": "1"})
+        return None if allowed else self.too_many()
 
     def _pick_fault(self, req: Request) -> str | None:
         with self.lock:
@@ -308,12 +394,15 @@ class SandboxApp:
         with self.lock:
             self.log.append(
                 {
-                    "time": time.time(),
+                    "time": req.received,  # arrival, as a vendor's rate limit counts
+                    "answered": time.time(),
                     "method": req.method,
                     "path": req.path,
                     "status": response.status if response else None,
                     "fault": fault,
                     "bytes": req.body_size,
+                    "key": _digest_key(self.rate_key(req)),
+                    **req.note,
                 }
             )
             del self.log[:-_LOG_LIMIT]
@@ -434,6 +523,7 @@ def _handler_for(app: SandboxApp) -> type[BaseHTTPRequestHandler]:
             return  # the request log is served at /_sandbox/requests
 
         def _serve(self) -> None:
+            received = time.time()
             url = urlsplit(self.path)
             limit = app.max_body_bytes(self.command, url.path)
             body_path, size, too_large = self._read_body(limit)
@@ -446,6 +536,7 @@ def _handler_for(app: SandboxApp) -> type[BaseHTTPRequestHandler]:
                 body_path=body_path,
                 body_size=size,
                 body_too_large=too_large,
+                received=received,
             )
             try:
                 response = app.handle(req)
@@ -557,6 +648,13 @@ class SandboxServer:
             self._thread.join(timeout=10)
         self.httpd.server_close()
         self.app.close()
+
+
+def _digest_key(key: str | None) -> str | None:
+    """The rate key as the log shows it: a token never appears, only a short digest of it."""
+    if key is None or not key.startswith("token:"):
+        return key
+    return "token:" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 _BEARER = re.compile(r"^Bearer\s+(\S+)\s*$")
