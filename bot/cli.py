@@ -1,4 +1,4 @@
-"""`tablebot validate | upload | check | status | serve | demo | sandbox`.
+"""`tablebot validate | upload | check | serve | demo | sandbox | jobs | status | quarantine | replay`.
 
 Exit codes (DESIGN.md): 0 ok/valid/done, 1 invalid, 2 usage or config error,
 3 upstream refused or failed (also: rate limited, not ended in time), 4 upstream unreachable.
@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from bot.config import load_tables
 from bot.errors import InputError, TablebotError, UpstreamError, UsageError
+from bot.ops_cli import OPS_COMMANDS, add_ops_commands
 from bot.schema import TARGET_KINDS, Column, TableSchema
 from bot.settings import Settings, load_settings
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "State goes to the embedded SQLite store and a local staging folder unless the environment "
         "names DynamoDB / S3 (see README, Configuration).",
     )
+    add_ops_commands(sub)  # jobs, status, quarantine, replay (bot.ops_cli)
     return parser
 
 
@@ -115,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sandbox": cmd_sandbox,
         "demo": cmd_demo,
         "serve": cmd_serve,
+        **OPS_COMMANDS,
     }
     try:
         try:
@@ -374,7 +377,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The same Bolt app as on Lambda, over Socket Mode, and the poller in a thread."""
-    import logging
     import threading
 
     if not settings.slack_app_token:
@@ -382,7 +384,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token), ("TABLEBOT_CONFIG", settings.config_path)):
         if not value:
             raise UsageError(f"set {name} (see README, Configuration)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.observability import setup_logging
+
+    setup_logging(settings)  # text lines on stderr, the job named on each; TABLEBOT_LOG_LEVEL
 
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 

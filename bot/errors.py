@@ -20,10 +20,12 @@ or a file's contents. Values that came from a user or a file stay plain text her
     │   ├── InvalidTransition      the state machine does not allow the change
     │   ├── JobConflict            someone changed the job first (`current` is the record now)
     │   │   └── LeaseHeld              another worker holds the job
+    │   ├── DamagedRecord          a stored job cannot be read (quarantined, never stops the rest)
     │   └── StoreUnavailable       the database failed; the write may be retried as a whole
     ├── UpstreamError          BigPanda or D·engage refused, failed or could not be reached
     ├── Refused                a command or button that cannot be done now (a Retry of a job that
-    │                          did not fail, a Cancel after sending, ...)
+    │   │                      did not fail, a Cancel after sending, ...)
+    │   └── TooManyInFlight        a person's or a table's cap on uploads in flight is reached
     └── NoticeFailed           Slack did not take a notice; nothing was posted, try later
 
 Where each branch meets a person is decided once: the CLI's exit codes in `bot.cli.exit_code`,
@@ -177,6 +179,21 @@ class LeaseHeld(JobConflict):
     code = "lease_held"
 
 
+class DamagedRecord(StoreError):
+    """A stored job record cannot be read (an unknown state, a missing or mistyped field, a part
+    without its keys). `key` names the record; the poller quarantines it and goes on."""
+
+    code = "damaged_record"
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(
+            f"job record {key} cannot be read ({reason}); it is quarantined: repair or delete it "
+            "(docs/operations.md), then `tablebot replay`"
+        )
+
+
 class StoreUnavailable(StoreError):
     """The backing database refused or could not be reached; the write may be retried as a whole."""
 
@@ -231,6 +248,12 @@ class Refused(TablebotError):
     """A command or button that cannot be done now; the message is for the person who asked."""
 
     code = "refused"
+
+
+class TooManyInFlight(Refused):
+    """A cap on uploads in flight (per person or per table) is reached; the message names them."""
+
+    code = "too_many_in_flight"
 
 
 class NoticeFailed(TablebotError):

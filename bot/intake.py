@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from bot.errors import (
     StoreError,
     UpstreamError,
 )
+from bot.limits import NO_CAPS, InFlightCaps, check_in_flight
+from bot.observability import in_job_context, record_check
 from bot.preview import ChangePreview, diff_versions
 from bot.schema import TableSchema
 from bot.settings import Settings
@@ -78,12 +81,14 @@ class IntakeSettings:
     # job whose intake lease ran out, so it must never run out under a live intake.
     lease_seconds: float = 960.0
     approval_timeout_seconds: float = 86400.0  # awaiting approval/confirmation, then cancelled
+    caps: InFlightCaps = NO_CAPS  # uploads in flight per person / per table (`bot.limits`)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeSettings:
         return cls(
             lease_seconds=settings.intake_lease_seconds,
             approval_timeout_seconds=settings.approval_timeout_seconds,
+            caps=InFlightCaps.from_settings(settings),
         )
 
 
@@ -228,8 +233,16 @@ class Intake:
     # -- a new upload ----------------------------------------------------------------------------
 
     def open(self, upload: Upload) -> tuple[Job, bool]:
-        """The job for this delivery, created once: `(job, False)` when it already existed."""
+        """The job for this delivery, created once: `(job, False)` when it already existed.
+        `TooManyInFlight` when the person or the table has as many uploads in flight as allowed."""
         table = self.tables.table(upload.table)
+        check_in_flight(
+            self.store,
+            self.settings.caps,
+            user=upload.requested_by,
+            table=table.alias,
+            delivery_key=upload.delivery_key,
+        )
         new = NewJob(
             table=table.alias,
             target=table.target.name,
@@ -249,6 +262,7 @@ class Intake:
         """Record where the job's thread and status message are (for the poller's notices)."""
         return self.store.update(job, changes={"thread_ts": thread_ts, "status_ts": status_ts})
 
+    @in_job_context
     def run(
         self,
         job: Job,
@@ -328,8 +342,10 @@ class Intake:
         job = self._heartbeat(job, owner)
         with tempfile.TemporaryDirectory(prefix="tablebot-intake-", dir=self.work_dir) as tmp:
             normalized = Path(tmp) / "normalized.csv"
+            checking = time.monotonic()
             with self.staging.open(staged.key) as source, normalized.open("wb") as out:
                 report = validate(source, schema, self.options, out)
+            record_check(report.valid, time.monotonic() - checking)
             if not report.valid:
                 job = self.store.transition(
                     job,

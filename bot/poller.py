@@ -5,6 +5,14 @@ for due jobs until `run_seconds` have passed, so a job that ends upstream is rep
 seconds, not at the next minute. Runs may overlap (a slow run, a Lambda retry): the job lease
 and the conditional writes in `bot.service` make that safe, the pool only makes it fast.
 
+Free when idle: a scheduled run (no `stop` event) returns at once when nothing is due within
+the run and nothing is in flight (`JobStore.next_due_at`: the earliest next check in the due
+index, leased jobs included); it keeps looping only while jobs are in flight or due before its
+deadline. A loop that owns a `stop` event (`tablebot serve`, the demo) keeps its run instead.
+
+A record that cannot be read is quarantined by the store's `due_jobs` and counted here
+(`RunReport.quarantined`, metric `QuarantinedRecords`); every other job goes on.
+
 Concurrency: at most `workers` jobs at once, and at most `per_target` of them on one upstream
 target, so a busy target (waiting on its shared rate limiter) cannot hold every worker while
 another target's jobs wait. A step that raises is logged and counted; it never stops the run.
@@ -15,6 +23,7 @@ its deadline), which it ends with a notice (`bot.service.due.is_poller_work`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -24,8 +33,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from bot.errors import StoreError
+from bot.observability import METRICS, Metrics
 from bot.service import POLLER_DUE_STATES, POLLER_STATES, JobService, Step, is_poller_work
 from bot.store import Job, JobStore
+from bot.store.model import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,8 @@ class RunReport:
     steps: Counter[str] = field(default_factory=Counter)
     queries: int = 0
     seconds: float = 0.0
+    quarantined: list[str] = field(default_factory=list)  # keys of the records quarantined in this run
+    idle: bool = False  # returned early: nothing due within the run, nothing in flight
 
     @property
     def processed(self) -> int:
@@ -55,6 +68,8 @@ class RunReport:
             "processed": self.processed,
             "queries": self.queries,
             "seconds": self.seconds,
+            "quarantined": list(self.quarantined),
+            "idle": self.idle,
         }
 
 
@@ -66,21 +81,29 @@ class Poller:
         settings: PollerSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = METRICS,
     ) -> None:
         self.store = store
         self.service = service
         self.settings = settings or PollerSettings()
         self._clock = clock
+        self.metrics = metrics
         self._backlog: list[Job] = []
         self._stepped: set[str] = set()
         self._read_at = float("-inf")
 
-    def run(self, run_seconds: float | None = None, stop: threading.Event | None = None) -> RunReport:
+    def run(
+        self, run_seconds: float | None = None, stop: threading.Event | None = None, *, idle_return: bool | None = None
+    ) -> RunReport:
         """Work through due jobs until `run_seconds` (default from settings) pass or `stop` is set;
-        steps in flight at the end are finished before returning."""
+        steps in flight at the end are finished before returning. `idle_return` (default: no
+        `stop` given, a scheduled run): return as soon as nothing is due before the deadline and
+        nothing is in flight."""
         settings = self.settings
         started = self._clock()
         deadline = started + (settings.run_seconds if run_seconds is None else run_seconds)
+        if idle_return is None:
+            idle_return = stop is None
         stop = stop or threading.Event()
         report = RunReport()
         in_flight: dict[Future[Step], Job] = {}
@@ -97,14 +120,31 @@ class Poller:
                     for future in done:
                         job = in_flight.pop(future)
                         try:
-                            report.steps[future.result()] += 1
+                            step = future.result()
                         except Exception:  # process() catches its own; this is a last line of defence
                             log.exception("job %s: step failed", job.job_id)
-                            report.steps["error"] += 1
+                            step = "error"
+                        report.steps[step] += 1
+                        if step == "error":
+                            self.metrics.add("PollerStepErrors")
                 elif not submitted and accepting:
+                    if idle_return and not self._backlog and self._idle_until(deadline):
+                        report.idle = True
+                        break
                     stop.wait(min(settings.idle_seconds, max(0.0, deadline - self._clock())))
         report.seconds = self._clock() - started
         return report
+
+    def _idle_until(self, deadline: float) -> bool:
+        """Nothing in flight and nothing due before `deadline` (the store's earliest next check)?"""
+        try:
+            due_at = self.store.next_due_at()
+        except StoreError as exc:
+            log.warning("the due index could not be read (%s); the run goes on", exc)
+            return False
+        if due_at is None:
+            return True
+        return (due_at - utc_now()).total_seconds() > deadline - self._clock()
 
     def _submit_due(self, pool: ThreadPoolExecutor, in_flight: dict[Future[Step], Job], report: RunReport) -> int:
         """Start due jobs from the backlog, re-reading the store when the backlog is used up or old.
@@ -114,13 +154,21 @@ class Poller:
             try:
                 # Only the poller's states: a front-end job is due only once left behind (its
                 # intake's lease expired, its approval deadline passed), so they never fill the batch.
-                self._backlog = self.store.due_jobs(limit=self.settings.batch, states=POLLER_DUE_STATES)
+                due = self.store.due_jobs(limit=self.settings.batch, states=POLLER_DUE_STATES)
             except StoreError as exc:
                 log.warning("due jobs could not be read (%s); trying again", exc)
                 return 0
+            self._backlog = list(due)
             self._read_at = now
             self._stepped.clear()
             report.queries += 1
+            for damaged in due.quarantined:  # each reported once: the store's write made it ours
+                log.error("job record %s quarantined: %s (docs/operations.md)", damaged.key, damaged.reason)
+                report.quarantined.append(damaged.key)
+                self.metrics.add("QuarantinedRecords")
+            wall = utc_now()
+            overdue = [(wall - j.next_check_at).total_seconds() for j in due if j.next_check_at is not None]
+            self.metrics.add("OldestWaitingSeconds", max([0.0, *overdue]))
         busy_ids = {job.job_id for job in in_flight.values()}
         # A pending notice, or a left-behind front-end job, only talks to Slack: it does not count
         # against its target.
@@ -136,7 +184,10 @@ class Poller:
             ):
                 remaining.append(job)
                 continue
-            in_flight[pool.submit(self.service.process, job)] = job
+            if job.next_check_at is not None:
+                self.metrics.add("PollerLagSeconds", max(0.0, (utc_now() - job.next_check_at).total_seconds()))
+            # The step runs in the run's logging context (the Lambda request id on its lines).
+            in_flight[pool.submit(contextvars.copy_context().run, self.service.process, job)] = job
             busy_ids.add(job.job_id)
             self._stepped.add(job.job_id)
             per_target[job.target] += upstream

@@ -68,6 +68,34 @@ def _megabytes(name: str, raw: str) -> int:
     return int(_positive(name, raw) * MB)
 
 
+def _level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {raw!r}")
+    return value
+
+
+def _seconds_or_zero(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (0: none), not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more seconds, not {raw!r}")
+    return value
+
+
+def _cap(name: str, raw: str) -> int:
+    """A whole number; 0 means no cap."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number (0: no cap), not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 (no cap) or more, not {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -264,6 +292,41 @@ class Settings:
         120.0,
         "a worker's hold on an ending notice it is posting (then another looks in the thread first)",
         parse=_positive,
+    )
+
+    start_upload_at_once: bool = setting(
+        "TABLEBOT_START_UPLOAD_AT_ONCE",
+        True,
+        "the Slack function starts the upload right after the check (and after Approve, Confirm, Retry); false: the poller starts every upload",
+        parse=_flag,
+    )
+    follow_seconds: float = setting(
+        "TABLEBOT_FOLLOW_SECONDS",
+        60.0,
+        "after starting an upload, the Slack function follows it this long (status checks, the ending notice) before leaving it to the poller; 0: at once",
+        parse=_seconds_or_zero,
+    )
+
+    # -- limits -------------------------------------------------------------------------------
+    max_uploads_per_user: int = setting(
+        "TABLEBOT_MAX_UPLOADS_PER_USER",
+        3,
+        "uploads one person may have in flight (checking, waiting, queued, uploading) at once; 0: no cap",
+        parse=_cap,
+    )
+    max_uploads_per_table: int = setting(
+        "TABLEBOT_MAX_UPLOADS_PER_TABLE",
+        5,
+        "uploads one table may have in flight at once (they are sent one after another anyway); 0: no cap",
+        parse=_cap,
+    )
+
+    # -- operations ---------------------------------------------------------------------------
+    log_level: str = setting(
+        "TABLEBOT_LOG_LEVEL", "INFO", "log level: DEBUG, INFO, WARNING, ERROR (JSON lines on Lambda)", parse=_level
+    )
+    metrics_namespace: str = setting(
+        "TABLEBOT_METRICS_NAMESPACE", "tablebot", "CloudWatch namespace of the bot's metrics (EMF, on Lambda)"
     )
 
 

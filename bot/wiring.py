@@ -7,6 +7,7 @@ The schedule itself (every minute) is in serverless.yml.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Mapping
 
@@ -14,6 +15,7 @@ import httpx
 
 from bot.config import TableConfig, TablesFile, load_tables
 from bot.errors import ConfigError
+from bot.limits import InFlightCaps
 from bot.poller import Poller, PollerSettings
 from bot.service import JobService, Notifier, PollSettings
 from bot.settings import Settings, load_settings
@@ -37,6 +39,9 @@ def poll_settings(settings: Settings) -> PollSettings:
         notice_lease_seconds=settings.notice_lease_seconds,
         intake_lease_seconds=settings.intake_lease_seconds,
         approval_timeout_seconds=settings.approval_timeout_seconds,
+        caps=InFlightCaps.from_settings(settings),
+        start_at_once=settings.start_upload_at_once,
+        follow_seconds=settings.follow_seconds,
     )
 
 
@@ -108,8 +113,11 @@ def build_service(
     staging: Staging | None = None,
     notifier: Notifier | None = None,
     http: httpx.Client | None = None,
+    worker_name: str = "poller",
 ) -> JobService:
-    """`environ` holds the vendor credentials the tables file names (default: the process's)."""
+    """`environ` holds the vendor credentials the tables file names (default: the process's).
+    `worker_name` starts the worker id in leases, history and logs (`slack` for the Slack
+    function, which starts and follows uploads too)."""
     tables = tables or load_tables(settings)
     http = http or httpx.Client(timeout=UPSTREAM_TIMEOUT)
     store = store or store_from_settings(settings)
@@ -121,6 +129,7 @@ def build_service(
         TargetClients(http, environ, StorePacing(store)),
         notifier or slack_notifier(settings, tables),
         settings=poll_settings(settings),
+        worker_id=f"{worker_name}-{secrets.token_hex(4)}",
         work_dir=settings.work_dir,
     )
 

@@ -17,6 +17,7 @@ Handle = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 # Built on the first invocation and kept while the container is warm.
 _built: dict[str, Handle] = {}
+_settings: list[Any] = []
 
 
 def make_handler(app: App, *, lambda_client: Any = None) -> Handle:
@@ -29,6 +30,9 @@ def make_handler(app: App, *, lambda_client: Any = None) -> Handle:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from bot.observability import flush_metrics, job_context, setup_logging
+    from bot.settings import load_settings
+
     handle = _built.get("handle")
     if handle is None:
         from bot.secrets import load_ssm_secrets
@@ -36,6 +40,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         from bot.slack.app import build_app
         from bot.slack.wiring import build_slack_deps
 
+        _settings.append(load_settings())
+        setup_logging(_settings[0], json_lines=True)
         load_ssm_secrets(SLACK_FUNCTION)
         handle = _built["handle"] = make_handler(build_app(build_slack_deps()))
-    return handle(event, context)
+    try:
+        with job_context(request_id=getattr(context, "aws_request_id", None)):
+            return handle(event, context)
+    finally:
+        # Each invocation's metrics (files checked, uploads started by the lazy listeners) as EMF.
+        flush_metrics(_settings[0])

@@ -224,6 +224,9 @@ def build_front(
         "TABLEBOT_POLL_MAX_CHECK_SECONDS": str(FAST.max_check_seconds),
         "TABLEBOT_LEASE_SECONDS": str(FAST.lease_seconds),
         "TABLEBOT_WORK_DIR": str(tmp_path),
+        # These scenarios follow a job through `queued` (Cancel, Retry): the poller starts every
+        # upload here; tests/test_start_and_idle.py covers the Slack function starting it at once.
+        "TABLEBOT_START_UPLOAD_AT_ONCE": "false",
         **(extra_env or {}),
     }
     http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0))

@@ -24,6 +24,7 @@ import pytest
 from bot.config import TableConfig, TablesFile
 from bot.errors import ConfigError
 from bot.intake import Fetcher, Intake, IntakeResult, IntakeSettings, SlackFileRef, Upload
+from bot.limits import InFlightCaps
 from bot.schema import TableSchema
 from bot.service import PollSettings
 from bot.settings import load_settings
@@ -275,7 +276,7 @@ def test_the_intake_settings_come_from_the_environment() -> None:
     )
     assert (settings.lease_seconds, settings.approval_timeout_seconds) == (1200.0, 7200.0)
     assert IntakeSettings.from_settings(load_settings({})) == IntakeSettings(
-        lease_seconds=960.0, approval_timeout_seconds=86400.0
+        lease_seconds=960.0, approval_timeout_seconds=86400.0, caps=InFlightCaps(per_user=3, per_table=5)
     )
     with pytest.raises(ConfigError, match="TABLEBOT_APPROVAL_TIMEOUT_SECONDS must be a positive number"):
         IntakeSettings.from_settings(load_settings({"TABLEBOT_APPROVAL_TIMEOUT_SECONDS": "0"}))

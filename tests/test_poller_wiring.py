@@ -74,7 +74,7 @@ def test_handler_builds_from_the_environment_and_ends_a_job(
             assert time.monotonic() < deadline, "the handler did not end the job"
             # 10.3 s left in Lambda minus the 10 s margin: this run is cut to 0.3 s.
             report = poll_jobs.handler({"source": "aws.events"}, LambdaContext(10.3))
-            assert set(report) == {"steps", "processed", "queries", "seconds"}
+            assert set(report) == {"steps", "processed", "queries", "seconds", "quarantined", "idle"}
             assert float(report["seconds"]) < 5  # type: ignore[arg-type]
     finally:
         poll_jobs._built.clear()

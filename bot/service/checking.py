@@ -17,11 +17,13 @@ then the job fails saying what was seen.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.config import TableConfig
 from bot.errors import UpstreamError
+from bot.observability import METRICS
 from bot.service.gate import gate_key
 from bot.service.notices import TARGET_LABELS, ending_for, finish
 from bot.service.parts import DONE, FAILED, NO_JOB_ID, part_label
@@ -52,16 +54,21 @@ def check_status(
     started = upload_started(worker, job)
     now = worker.now()
     deadline = started + timedelta(seconds=worker.settings.job_timeout_seconds)
+    called = time.monotonic()
     try:
         status = client.job_status(last.upstream_job_id)
     except UpstreamError as exc:
+        METRICS.add("UpstreamCallSeconds", time.monotonic() - called, Call="status")
         if now >= deadline:
             return time_out(worker, job, table, parts, started=started, detail=exc.message)
         if exc.kind == "status_unreadable":
             return unreadable(worker, job, table, client, parts, exc=exc)
         return later_after_error(worker, job, parts, exc.message, retry_after=exc.retry_after)
+    METRICS.add("UpstreamCallSeconds", time.monotonic() - called, Call="status")
     job = record_status(worker, job, client, status.raw_status, known=status.known, deadline=deadline)
-    worker.store.renew_table_gate(gate_key(table), job.job_id, lease_seconds=worker.settings.gate_lease_seconds)
+    worker.store.renew_table_gate(
+        job.gate_key or gate_key(table), job.job_id, lease_seconds=worker.settings.gate_lease_seconds
+    )
     if status.state == "done":
         parts = (*parts[:-1], replace(last, status=DONE))
         if last.index < last.count:

@@ -3,13 +3,16 @@ job needs and hands it to the step's module; Retry goes to `bot.service.retry`."
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from bot.config import TablesFile
-from bot.errors import ConfigError, JobConflict, LeaseHeld
+from bot.errors import ConfigError, JobConflict, LeaseHeld, StoreError
+from bot.observability import METRICS, job_context
 from bot.service.checking import check_status
 from bot.service.due import WATCHED_STATES, is_poller_work
 from bot.service.left_behind import end_left_behind
@@ -21,6 +24,8 @@ from bot.service.worker import PollSettings, Step, TargetClientFor, Worker
 from bot.staging import Staging
 from bot.store import Job, JobState, JobStore
 from bot.store.model import utc_now
+
+log = logging.getLogger(__name__)
 
 S = JobState
 
@@ -89,12 +94,74 @@ class JobService:
         """The Retry button (`bot.service.retry.retry_job`)."""
         return retry_job(self.worker, job_id, actor)
 
+    # -- the first upload step, run at once by the Slack function ---------------------------------
+
+    def start_upload(self, job_id: str) -> Step:
+        """Start a queued job's upload now: the same first step the poller would run (the job's
+        lease, the table gate, the target's shared rate limit), called by the Slack function right
+        after a file is valid and needs no approval, and after Approve, Confirm or Retry; then it
+        follows the upload for `follow_seconds` (`follow`). What cannot start now (gate busy,
+        D·engage's next minute, a crash) stays due for the poller. Never raises: the upload is the
+        poller's to finish whatever happens here. Off (`TABLEBOT_START_UPLOAD_AT_ONCE=false`):
+        "skipped", the poller starts it."""
+        if not self.settings.start_at_once:
+            return "skipped"
+        try:
+            job = self.store.get_job(job_id)
+        except StoreError as exc:
+            log.warning("job %s: not started at once (%s); the poller will", job_id, exc)
+            return "skipped"
+        with job_context(job):
+            if job.state is not S.QUEUED or job.quarantined is not None:
+                return "skipped"
+            step = self._step(job)
+            if step == "sent":
+                METRICS.add("UploadsStarted", By="slack")
+            log.info("job %s: first upload step at once: %s", job.job_id, step)
+        if step == "sent" and self.settings.follow_seconds > 0:
+            self.follow(job_id, self.settings.follow_seconds)
+        return step
+
+    def follow(self, job_id: str, seconds: float, *, sleep: Callable[[float], None] = time.sleep) -> Step | None:
+        """Step the job whenever it is due, for up to `seconds`: status checks, then its ending
+        and notice, exactly as the poller would (same lease, same claim). Returns the last step,
+        or None if none was due. Stops early when the job has ended and is told, when its next
+        check lies beyond `seconds`, or when another worker holds it (the poller has it)."""
+        deadline = time.monotonic() + seconds
+        last: Step | None = None
+        while True:
+            try:
+                job = self.store.get_job(job_id)
+            except StoreError as exc:
+                log.warning("job %s: not followed further (%s); the poller will", job_id, exc)
+                return last
+            if job.quarantined is not None or job.next_check_at is None or not is_poller_work(job):
+                return last  # ended and told (or taken out of our hands)
+            wait = (job.next_check_at - self.worker.now()).total_seconds()
+            left = deadline - time.monotonic()
+            if wait > left:
+                return last  # the next look is the poller's
+            if wait > 0:
+                sleep(wait)
+                continue
+            with job_context(job):
+                last = self._step(job)
+            if last in ("busy", "lost", "skipped", "error"):
+                return last
+
     # -- the poller's step -------------------------------------------------------------------------
 
     def process(self, seen: Job) -> Step:
         """One step of one due job, under its lease. Never raises for one job's trouble."""
+        with job_context(seen):
+            step = self._step(seen)
+            if step == "sent" and seen.state is S.QUEUED:
+                METRICS.add("UploadsStarted", By="poller")
+            return step
+
+    def _step(self, seen: Job) -> Step:
         worker = self.worker
-        if not is_poller_work(seen):
+        if not is_poller_work(seen) or seen.quarantined is not None:
             return "skipped"
         if seen.state in WATCHED_STATES:
             return end_left_behind(worker, seen)

@@ -33,16 +33,19 @@ post still in flight). If the thread cannot be read for a lasting reason (missin
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.config import TableConfig
 from bot.errors import ConfigError, NoticeFailed, StoreError
+from bot.observability import METRICS
 from bot.schema import TARGET_KINDS
 from bot.service.gate import gate_key
 from bot.service.parts import upstream_job_ids
 from bot.service.worker import Step, Worker
-from bot.store import Job, JobState, UpstreamPart
+from bot.store import Job, JobState, JobStore, UpstreamPart
 from bot.targets import label_of
 
 log = logging.getLogger(__name__)
@@ -122,12 +125,36 @@ def finish(worker: Worker, job: Job, ending: Ending, parts: tuple[UpstreamPart, 
         # Due again when the lease runs out: if this worker dies before confirming, the next looks.
         next_check_at=max(job.lease_expires_at or now, now),
     )
-    try:
-        table = worker.tables.table(job.table)
-        worker.store.release_table_gate(gate_key(table), job.job_id)
-    except (ConfigError, StoreError):
-        pass  # an ended holder's gate is taken over by the next job anyway
+    release_gates(worker, job)
+    METRICS.add("UploadsEnded", Ending=str(ending.state))
+    if job.upload_started_at is not None and ending.state is not S.CANCELLED:
+        METRICS.add("UpstreamSeconds", max(0.0, (now - job.upload_started_at).total_seconds()))
+    log.info("job %s ended %s: %s", job.job_id, ending.state, summary)
     return post_notice(worker, claimed, replace(ending, upstream_job_ids=upstream_job_ids(parts)), look_first=False)
+
+
+def release_gates(worker: Worker, job: Job) -> None:
+    """Free the table gate an ending job holds, whatever its table is now: the key the job
+    recorded when it took the gate, and its table's current key (a job that ends before
+    sending may hold it without having recorded it). Best effort: an ended holder's gate is
+    taken over by the next job anyway."""
+    keys = {job.gate_key} if job.gate_key else set()
+    with suppress(ConfigError):  # the table left the tables file: the recorded key is all there is
+        keys.add(gate_key(worker.tables.table(job.table)))
+    release_gate_keys(worker.store, job, keys)
+
+
+def release_gate_keys(store: JobStore, job: Job, keys: Iterable[str]) -> list[str]:
+    """Release the gates among `keys` that `job` holds; the keys released."""
+    freed = []
+    for key in sorted(keys):
+        try:
+            if store.release_table_gate(key, job.job_id):
+                freed.append(key)
+                log.info("job %s: table gate %s released", job.job_id, key)
+        except StoreError as exc:
+            log.warning("job %s: table gate %s not released (%s); taken over later", job.job_id, key, exc)
+    return freed
 
 
 def notice_again(worker: Worker, job: Job) -> Step:

@@ -5,6 +5,7 @@ version through the intake, `bot.intake.Intake.restore_source`, with its checks 
 from __future__ import annotations
 
 from bot.errors import JobConflict, Refused
+from bot.limits import check_in_flight
 from bot.service.parts import DONE
 from bot.service.worker import Worker
 from bot.store import Job, JobState, UpstreamPart
@@ -18,6 +19,7 @@ def retry_job(worker: Worker, job_id: str, actor: str) -> Job:
     job = worker.store.get_job(job_id)
     if job.state is not S.FAILED:
         raise Refused(f"job {job_id} is {job.state}, not failed: only a failed upload can be retried")
+    check_in_flight(worker.store, worker.settings.caps, user=actor, table=job.table, job_id=job.job_id)
     keep: list[UpstreamPart] = []
     for part in sorted(job.upstream_parts, key=lambda p: p.index):
         if part.status != DONE or part.index != len(keep) + 1:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from bot.config import TableConfig
 from bot.errors import StagedKeyNotFound, StagingError, UpstreamError
+from bot.observability import METRICS
 from bot.service.gate import gate_key, spacing_seconds
 from bot.service.notices import TARGET_LABELS, Ending, ending_for, finish
 from bot.service.parts import NO_JOB_ID, REFUSED, RUNNING, SENDING, UNKNOWN, applied_note, part_label
@@ -97,20 +99,23 @@ def send_next(
         placeholder = UpstreamPart(index=index, count=count, upstream_job_id=NO_JOB_ID, status=SENDING)
         marked = (*parts, placeholder)
         # Written BEFORE the request: a crash after it leaves `sending` for the next worker to judge.
+        # The gate's key goes with it, so every ending releases this gate (`notices.finish`).
         if job.state is S.QUEUED:
             job = worker.store.transition(
                 job,
                 S.UPLOADING,
                 actor=worker.worker_id,
                 reason=f"sending {part_label(index, count)} to {table.target.name}",
-                changes={"upstream_parts": marked, "last_error": None},
+                changes={"upstream_parts": marked, "last_error": None, "gate_key": gate_key(table)},
             )
         else:
-            job = worker.store.update(job, changes={"upstream_parts": marked})
+            job = worker.store.update(job, changes={"upstream_parts": marked, "gate_key": gate_key(table)})
         worker.notifier.progress(job, f"Sending {part_label(index, count)} to {client.label}…")
+        called = time.monotonic()
         try:
             started = client.start_upload(table, sources[index - 1], part=index, parts=count)
         except UpstreamError as exc:
+            METRICS.add("UpstreamCallSeconds", time.monotonic() - called, Call="start")
             if exc.may_have_started:
                 reason = (
                     f"{exc.message}. {part_label(index, count).capitalize()} may have been applied: "
@@ -120,6 +125,8 @@ def send_next(
             if exc.retryable:  # nothing applied (a 429 waits for the vendor's Retry-After or rule)
                 return later_after_error(worker, job, parts, exc.message, retry_after=exc.retry_after)
             return fail_part(worker, job, table, marked, index=index, count=count, status=REFUSED, reason=exc.message)
+    METRICS.add("UpstreamCallSeconds", time.monotonic() - called, Call="start")
+    log.info("job %s: %s started upstream as %s", job.job_id, part_label(index, count), started.job_id)
     sent = (*parts, UpstreamPart(index=index, count=count, upstream_job_id=started.job_id, status=RUNNING))
     first_check = worker.later(worker.settings.first_check_seconds)
     if job.state is S.UPLOADING:

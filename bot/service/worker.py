@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from bot.config import TableConfig, TablesFile
 from bot.errors import JobConflict, StoreError
+from bot.limits import NO_CAPS, InFlightCaps
 from bot.staging import Staging
 from bot.store import Job, JobStore
 from bot.store.model import as_utc
@@ -66,6 +67,13 @@ class PollSettings:
     # Only for the notice's wording when a job's history does not show when its wait began; the
     # deadline itself is the job's next check, set by the intake.
     approval_timeout_seconds: float = 86400.0
+    # Uploads in flight per person / per table: a Retry or a restore is refused past them.
+    caps: InFlightCaps = NO_CAPS
+    # `JobService.start_upload` sends at once (the Slack function); False: the poller does it all.
+    start_at_once: bool = True
+    # After it started an upload, the Slack function follows it this long (`JobService.follow`):
+    # a short upstream job is told in its thread within seconds, not at the next scheduled run.
+    follow_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

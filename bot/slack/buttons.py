@@ -59,6 +59,8 @@ def approve(req: Request) -> None:
         return
     job = req.deps.intake.approve(job.job_id, req.user)
     _after_decision(req, job, f":white_check_mark: Approved by {render.who(req.user)}" + _queued(job))
+    if job.state is S.QUEUED:
+        req.deps.service.start_upload(job.job_id)  # issue 14: the bot starts the upload
 
 
 def confirm(req: Request) -> None:
@@ -71,6 +73,8 @@ def confirm(req: Request) -> None:
         return
     job = req.deps.intake.confirm(job.job_id, req.user)
     _after_decision(req, job, f":white_check_mark: Removals confirmed by {render.who(req.user)}" + _queued(job))
+    if job.state is S.QUEUED:
+        req.deps.service.start_upload(job.job_id)  # issue 14: the bot starts the upload
 
 
 def _queued(job: Job) -> str:
@@ -119,6 +123,7 @@ def retry(req: Request) -> None:
     note = f":repeat: Retry by {render.who(req.user)}: the same validated file is queued again."
     req.replies.status(job, render.status(job, f"Retry by {render.who(req.user)}; queued for upload…", icon=":repeat:"))
     req.replies.post(req.channel, job.thread_ts or req.thread_ts, render.message(note))
+    req.deps.service.start_upload(job.job_id)  # issue 14: the bot starts the upload
 
 
 BUTTONS: dict[str, Callable[[Request], None]] = {

@@ -64,6 +64,8 @@ def start_upload(deps: SlackDeps, replies: Replies, upload: Upload) -> IntakeRes
         on_valid=on_valid,
     )
     show_result(deps, replies, result, channel, upload.thread_ts)
+    if result.kind == "queued":
+        deps.service.start_upload(result.job.job_id)  # issue 14: the bot starts the upload
     return result
 
 

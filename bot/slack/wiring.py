@@ -90,7 +90,9 @@ def build_slack_deps(
         work_dir=settings.work_dir,
         settings=IntakeSettings.from_settings(settings),
     )
-    service = build_service(settings, environ=environ, tables=tables, store=store, staging=staging, http=http)
+    service = build_service(
+        settings, environ=environ, tables=tables, store=store, staging=staging, http=http, worker_name="slack"
+    )
     fetch = _group_fetcher(client)
     return SlackDeps(
         tables=tables,

@@ -4,10 +4,19 @@
 demo) implement it and pass the same contract tests. The allowed state changes are in `states`.
 """
 
-from bot.errors import InvalidTransition, JobConflict, JobNotFound, LeaseHeld, StoreError, StoreUnavailable
+from bot.errors import (
+    DamagedRecord,
+    InvalidTransition,
+    JobConflict,
+    JobNotFound,
+    LeaseHeld,
+    StoreError,
+    StoreUnavailable,
+)
 from bot.store.dynamodb import DynamoJobStore, create_table, load_table_definition
 from bot.store.model import (
     Clock,
+    DueJobs,
     GateDecision,
     HistoryEntry,
     Job,
@@ -27,6 +36,8 @@ __all__ = [
     "TERMINAL_STATES",
     "UNSET",
     "Clock",
+    "DamagedRecord",
+    "DueJobs",
     "DynamoJobStore",
     "GateDecision",
     "HistoryEntry",

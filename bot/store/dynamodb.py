@@ -67,10 +67,11 @@ containers never get the same slot. `expires_at` (TTL) drops the item a day afte
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -78,10 +79,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot.errors import JobConflict, JobNotFound, StoreUnavailable
+from bot.errors import DamagedRecord, JobConflict, JobNotFound, StoreUnavailable
 from bot.store.model import (
     JOB_TIME_FIELDS,
     Clock,
+    DueJobs,
     GateDecision,
     HistoryEntry,
     Job,
@@ -104,6 +106,7 @@ from bot.store.rules import (
     decide_gate,
     new_job_id,
     plan_create,
+    plan_quarantine,
     plan_transition,
     plan_update,
 )
@@ -111,6 +114,8 @@ from bot.store.states import TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+log = logging.getLogger(__name__)
 
 TABLE_DEFINITION_PATH = Path(__file__).resolve().parents[2] / "resources" / "dynamodb-table.json"
 DUE_INDEX = "due"
@@ -120,7 +125,6 @@ _DUE_PARTITION = "DUE"
 _TIME_PARTITION = "JOBS"
 _CREATE_TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "BillingMode")
 _MAX_TRANSACTION_ITEMS = 100
-_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"})
 
 Item = dict[str, Any]
 
@@ -219,28 +223,55 @@ def _job_item(job: Job, write_id: str) -> Item:
     return item
 
 
+def _plain(attr: Any) -> Any:
+    """A DynamoDB attribute value as a plain value (numbers: int when whole, else Decimal); an
+    attribute of a type the bot never writes comes back as it is, for the reader to refuse."""
+    if not isinstance(attr, Mapping) or len(attr) != 1:
+        return attr
+    kind, value = next(iter(attr.items()))
+    if kind in {"S", "BOOL"}:
+        return value
+    if kind == "NULL":
+        return None
+    if kind == "N":
+        try:
+            number = Decimal(value)
+        except ArithmeticError:
+            return value
+        return int(number) if number == number.to_integral_value() else number
+    if kind == "L":
+        return [_plain(v) for v in value]
+    if kind == "M":
+        return {k: _plain(v) for k, v in value.items()}
+    return attr
+
+
+def _item_key(item: Mapping[str, Any]) -> str:
+    pk = item.get("pk", {})
+    return str(pk.get("S", "?")) if isinstance(pk, Mapping) else "?"
+
+
 def _job_from_item(item: Mapping[str, Any]) -> Job:
+    """The job of a job item; `DamagedRecord` naming the item's key when it cannot be read."""
     record: dict[str, Any] = {}
     for name, attr in item.items():
-        if name in JOB_TIME_FIELDS:
-            record[name] = _micros(attr)
-        elif name == "upstream_parts":
-            record[name] = [
-                {
-                    "index": int(m["M"]["index"]["N"]),
-                    "count": int(m["M"]["count"]["N"]),
-                    "upstream_job_id": m["M"]["upstream_job_id"]["S"],
-                    "status": m["M"].get("status", {}).get("S"),
-                }
-                for m in attr["L"]
-            ]
-        elif name in _INT_FIELDS:
-            record[name] = int(attr["N"])
-        elif "BOOL" in attr:
-            record[name] = attr["BOOL"]
-        elif "S" in attr:
-            record[name] = attr["S"]
-    return job_from_record(record)
+        if name in JOB_TIME_FIELDS and isinstance(attr, Mapping) and "N" in attr:
+            try:
+                record[name] = _micros(attr)
+            except ArithmeticError:
+                record[name] = attr["N"]
+        else:
+            record[name] = _plain(attr)
+    return job_from_record(record, key=_item_key(item))
+
+
+def _readable(items: Iterable[Mapping[str, Any]]) -> Iterator[Job]:
+    """The jobs of the items that can be read; the others are logged and left out of a listing."""
+    for item in items:
+        try:
+            yield _job_from_item(item)
+        except DamagedRecord as damaged:
+            log.warning("job record %s left out of a listing: %s", damaged.key, damaged.reason)
 
 
 def _history_item(entry: HistoryEntry) -> Item:
@@ -611,18 +642,29 @@ class DynamoJobStore:
 
     def due_jobs(
         self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
-    ) -> list[Job]:
+    ) -> DueJobs:
         at = _time(as_utc(now) if now is not None else self._now())
-        values: Item = {":due": _s(_DUE_PARTITION), ":now": at}
+        values: Item = {":due": _s(_DUE_PARTITION), ":now": at, ":n": _s("N")}
         names: dict[str, str] = {}
-        condition = "(attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now)"
+        # A lease time of another type than a number never hides a record from the poller.
+        condition = (
+            "(attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now"
+            " OR NOT attribute_type(lease_expires_at, :n))"
+        )
         if states is not None:
             only = sorted(str(JobState(s)) for s in states)
             if not only:
-                return []
+                return DueJobs()
+            known = [str(s) for s in JobState]
             values.update({f":st{i}": _s(s) for i, s in enumerate(only)})
+            values.update({f":k{i}": _s(s) for i, s in enumerate(known)})
             names["#s"] = "state"
-            condition += f" AND #s IN ({', '.join(f':st{i}' for i in range(len(only)))})"
+            # Items without a known state are read too, to be quarantined (never skipped forever).
+            condition += (
+                f" AND (#s IN ({', '.join(f':st{i}' for i in range(len(only)))})"
+                f" OR NOT (#s IN ({', '.join(f':k{i}' for i in range(len(known)))}))"
+                " OR attribute_not_exists(#s))"
+            )
         items = self._query(
             limit,
             IndexName=DUE_INDEX,
@@ -632,7 +674,81 @@ class DynamoJobStore:
             ScanIndexForward=True,
             **({"ExpressionAttributeNames": names} if names else {}),
         )
-        return [_job_from_item(item) for item in items]
+        due = DueJobs()
+        for item in items:
+            try:
+                due.append(_job_from_item(item))
+            except DamagedRecord as damaged:
+                if self._quarantine_damaged(item, damaged):
+                    due.quarantined.append(damaged)
+        return due
+
+    def _quarantine_damaged(self, item: Mapping[str, Any], damaged: DamagedRecord) -> bool:
+        """Take an unreadable item out of the due index, as it was read (a conditional write on its
+        `write_id` and next check): True if this call did it, so it is reported once."""
+        values: Item = {":r": _s(f"damaged record: {damaged.reason}"), ":n": item["next_check_at"]}
+        condition = "attribute_exists(due_pk) AND next_check_at = :n"
+        if "write_id" in item:
+            condition += " AND write_id = :w"
+            values[":w"] = item["write_id"]
+        else:
+            condition += " AND attribute_not_exists(write_id)"
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="REMOVE due_pk SET quarantined = :r",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except _ConditionFailed:
+            return False  # changed meanwhile (repaired, or quarantined by another poller)
+        log.debug("quarantined job record %s: %s", damaged.key, damaged.reason)  # the caller reports it
+        return True
+
+    def next_due_at(self) -> datetime | None:
+        page = self._call(
+            "query",
+            TableName=self.table_name,
+            IndexName=DUE_INDEX,
+            KeyConditionExpression="due_pk = :due",
+            ExpressionAttributeValues={":due": _s(_DUE_PARTITION)},
+            ProjectionExpression="next_check_at",
+            ScanIndexForward=True,
+            Limit=1,
+        )
+        found = page.get("Items", [])
+        return from_micros(_micros(found[0]["next_check_at"])) if found else None
+
+    def open_jobs(self, *, limit: int = 500) -> list[Job]:
+        items = self._query(
+            limit,
+            IndexName=DUE_INDEX,
+            KeyConditionExpression="due_pk = :due",
+            ExpressionAttributeValues={":due": _s(_DUE_PARTITION)},
+            ScanIndexForward=True,
+        )
+        return [job for job in _readable(items) if not job.is_terminal]
+
+    def set_quarantine(self, job: Job, *, actor: str, reason: str | None) -> Job:
+        new, entry = plan_quarantine(job, now=self._now(), actor=actor, reason=reason, retention=self.retention)
+        put = self._put_job_conditional(new, job)
+        history = {
+            "TableName": self.table_name,
+            "Item": _history_item(entry),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        try:
+            self._transact([{"Put": put}, {"Put": history}])
+        except _Cancelled as cancelled:
+            if cancelled.code(0) == "ConditionalCheckFailed":
+                return self._refused(job, cancelled.item(0), new, put["Item"]["write_id"]["S"])
+            raise StoreUnavailable(
+                f"job store ({self.table_name}): the quarantine write of job {job.job_id} was refused: "
+                f"{[r.get('Code') for r in cancelled.reasons]}"
+            ) from None
+        return new
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -665,6 +781,7 @@ class DynamoJobStore:
                     f"attribute_exists(pk) AND (NOT (#s IN ({', '.join(f':t{i}' for i in range(len(terminal)))}))"
                     " OR attribute_exists(due_pk))"
                     " AND (attribute_not_exists(lease_owner) OR lease_owner = :o OR lease_expires_at <= :now)"
+                    " AND attribute_not_exists(quarantined)"
                 ),
                 ExpressionAttributeNames={"#v": "version", "#s": "state"},
                 ExpressionAttributeValues=values,
@@ -715,7 +832,13 @@ class DynamoJobStore:
 
     def _holder_finished(self, job_id: str) -> bool:
         item = self._get_item(_job_key(job_id))
-        return item is None or JobState(item["state"]["S"]) in TERMINAL_STATES
+        if item is None:
+            return True
+        try:
+            holder = _job_from_item(item)
+        except DamagedRecord:
+            return True  # an unreadable holder never sends again: its gate is free
+        return holder.is_terminal or holder.quarantined is not None
 
     def acquire_table_gate(
         self, table: str, job_id: str, *, min_spacing_seconds: float = 0.0, lease_seconds: float = 3600.0
@@ -868,7 +991,7 @@ class DynamoJobStore:
                 ExpressionAttributeValues={":t": _s(f"TABLE#{table}"), ":j": _s("J#")},
                 ScanIndexForward=False,
             )
-        return [_job_from_item(item) for item in items]
+        return list(_readable(items))
 
     def purge_expired(self, now: datetime | None = None) -> int:
         """Nothing to do: DynamoDB's TTL deletes expired items (within a few days of expiry)."""

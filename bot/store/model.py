@@ -8,11 +8,12 @@ times as integer microseconds since the epoch, so both stores round-trip a job e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
+from bot.errors import DamagedRecord
 from bot.store.states import JobState, is_terminal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,6 +124,12 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     expires_at: int | None = None  # TTL, epoch seconds; set only on terminal jobs
+    # The table gate this job took (its key), so the gate is released at its ending whatever
+    # its table has become in the tables file since.
+    gate_key: str | None = None
+    # Set (the reason) when the job was taken out of the poller's hands, by an operator or
+    # because its record could not be read; it stays out of the due index until replayed.
+    quarantined: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -139,6 +146,16 @@ class Job:
 
     def lease_active(self, now: datetime) -> bool:
         return self.lease_owner is not None and self.lease_expires_at is not None and self.lease_expires_at > now
+
+
+class DueJobs(list[Job]):
+    """The answer of `JobStore.due_jobs`: the readable due jobs, earliest first, and the records
+    that could not be read, each quarantined by this call (taken out of the due index with one
+    conditional write, so each is reported once, by the one caller whose write won)."""
+
+    def __init__(self, jobs: Iterable[Job] = (), quarantined: Iterable[DamagedRecord] = ()) -> None:
+        super().__init__(jobs)
+        self.quarantined: list[DamagedRecord] = list(quarantined)
 
 
 class JobChanges(TypedDict, total=False):
@@ -166,6 +183,7 @@ class JobChanges(TypedDict, total=False):
     needs_approval: bool
     needs_confirmation: bool
     confirmed_by: str | None
+    gate_key: str | None
 
 
 CHANGEABLE_FIELDS: frozenset[str] = frozenset(JobChanges.__annotations__)
@@ -253,30 +271,77 @@ def job_to_record(job: Job) -> dict[str, Any]:
     return record
 
 
-def job_from_record(record: Mapping[str, Any]) -> Job:
+_INT_FIELDS = frozenset({"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"})
+_BOOL_FIELDS = frozenset({"notified", "needs_approval", "needs_confirmation"})
+_REQUIRED_FIELDS = tuple(f.name for f in fields(Job) if f.default is MISSING)
+
+
+def job_from_record(record: Mapping[str, Any], *, key: str | None = None) -> Job:
+    """The job of a stored record; `DamagedRecord` (naming `key` and what is wrong) when a field
+    is missing, mistyped or out of range: an unknown state, a part without its keys."""
+    name = key or f"JOB#{record.get('job_id', '?')}"
+    try:
+        return _read_job(record)
+    except _Unreadable as exc:
+        raise DamagedRecord(name, str(exc)) from None
+
+
+class _Unreadable(ValueError):
+    pass
+
+
+def _integer(field_name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _Unreadable(f"{field_name} is {type(value).__name__} {value!r}, not a whole number")
+    try:
+        return int(value)
+    except ValueError:
+        raise _Unreadable(f"{field_name} is {value!r}, not a whole number") from None
+
+
+def _read_part(position: int, part: Any) -> UpstreamPart:
+    if not isinstance(part, Mapping):
+        raise _Unreadable(f"upstream_parts[{position}] is {type(part).__name__}, not a part")
+    missing = [k for k in ("index", "count", "upstream_job_id") if part.get(k) is None]
+    if missing:
+        raise _Unreadable(f"upstream_parts[{position}] lacks {', '.join(missing)}")
+    status = part.get("status")
+    return UpstreamPart(
+        index=_integer(f"upstream_parts[{position}].index", part["index"]),
+        count=_integer(f"upstream_parts[{position}].count", part["count"]),
+        upstream_job_id=str(part["upstream_job_id"]),
+        status=None if status is None else str(status),
+    )
+
+
+def _read_job(record: Mapping[str, Any]) -> Job:
+    missing = [n for n in _REQUIRED_FIELDS if record.get(n) is None]
+    if missing:
+        raise _Unreadable(f"missing {', '.join(missing)}")
     values: dict[str, Any] = {}
     for f in fields(Job):
         value = record.get(f.name)
         if value is None:
             continue
         if f.name in JOB_TIME_FIELDS:
-            values[f.name] = from_micros(int(value))
+            values[f.name] = from_micros(_integer(f.name, value))
         elif f.name == "state":
-            values[f.name] = JobState(value)
+            try:
+                values[f.name] = JobState(value)
+            except ValueError:
+                raise _Unreadable(f"state {value!r} is not a job state") from None
         elif f.name == "upstream_parts":
-            values[f.name] = tuple(
-                UpstreamPart(
-                    index=int(p["index"]),
-                    count=int(p["count"]),
-                    upstream_job_id=str(p["upstream_job_id"]),
-                    status=None if p.get("status") is None else str(p["status"]),
-                )
-                for p in value
-            )
-        elif f.name in {"version", "size_bytes", "row_count", "attempts", "expires_at", "unknown_status_reads"}:
-            values[f.name] = int(value)
-        elif f.name in {"notified", "needs_approval", "needs_confirmation"}:
-            values[f.name] = bool(value)
+            if not isinstance(value, list | tuple):
+                raise _Unreadable(f"upstream_parts is {type(value).__name__}, not a list")
+            values[f.name] = tuple(_read_part(i, p) for i, p in enumerate(value))
+        elif f.name in _INT_FIELDS:
+            values[f.name] = _integer(f.name, value)
+        elif f.name in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise _Unreadable(f"{f.name} is {value!r}, not true or false")
+            values[f.name] = value
         else:
-            values[f.name] = str(value)
+            if not isinstance(value, str):
+                raise _Unreadable(f"{f.name} is {type(value).__name__} {value!r}, not text")
+            values[f.name] = value
     return Job(**values)

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.store.model import GateDecision, HistoryEntry, Job, JobChanges, NewJob, TableGate
+from bot.store.model import DueJobs, GateDecision, HistoryEntry, Job, JobChanges, NewJob, TableGate
 from bot.store.rules import UNSET, NextCheck
 from bot.store.states import JobState
 
@@ -63,10 +63,27 @@ class JobStore(Protocol):
 
     def due_jobs(
         self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
-    ) -> list[Job]:
+    ) -> DueJobs:
         """Jobs whose next check time has come and whose lease is free or expired, earliest first;
         only jobs in `states` when given (the poller skips the front end's `received`/`validating`).
-        Ended jobs appear only while their ending notice is pending (`Job.notice_pending`)."""
+        Ended jobs appear only while their ending notice is pending (`Job.notice_pending`).
+        A record that cannot be read is quarantined here (out of the due index, marked, logged
+        once) and listed in `DueJobs.quarantined`; it never makes the call fail."""
+        ...
+
+    def next_due_at(self) -> datetime | None:
+        """The earliest next check in the due index (leased jobs included), or None: nothing is
+        in flight, nothing is waiting. The poller returns at once when it lies past its run."""
+        ...
+
+    def open_jobs(self, *, limit: int = 500) -> list[Job]:
+        """Jobs not ended (every one of them is in the due index), earliest next check first;
+        unreadable records are left out (and logged)."""
+        ...
+
+    def set_quarantine(self, job: Job, *, actor: str, reason: str | None) -> Job:
+        """Take the job out of the poller's hands (`reason`), or give it back (None: `replay`,
+        due now), with a history line; conditional on `job.version` like every write."""
         ...
 
     def acquire_lease(self, job: Job, owner: str, ttl_seconds: float) -> Job:

@@ -175,6 +175,8 @@ def plan_transition(
             values["attempts"] = job.attempts + 1
     if release_lease:
         values.update(lease_owner=None, lease_expires_at=None)
+    if job.quarantined is not None:  # out of the poller's hands until an operator replays it
+        values["next_check_at"] = None
     new = replace(job, state=to, version=job.version + 1, updated_at=now, **values)
     entry = HistoryEntry(
         job_id=job.job_id,
@@ -214,7 +216,55 @@ def plan_update(
         values["next_check_at"] = next_check_at
     if release_lease:
         values.update(lease_owner=None, lease_expires_at=None)
+    if job.quarantined is not None:
+        values["next_check_at"] = None
     return replace(job, version=job.version + 1, updated_at=now, **values)
+
+
+def plan_quarantine(
+    job: Job, *, now: datetime, actor: str, reason: str | None, retention: timedelta
+) -> tuple[Job, HistoryEntry]:
+    """Take the job out of the poller's hands (`reason` given) or give it back (`reason` None: a
+    replay, due now). Out: it leaves the due index and loses its lease. The history line keeps
+    the state (from = to) and says who did it and why."""
+    if not actor:
+        raise ValueError("a quarantine or replay needs an actor for the audit trail")
+    if reason is not None:
+        new = replace(
+            job,
+            version=job.version + 1,
+            updated_at=now,
+            quarantined=reason or "quarantined",
+            next_check_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        line = f"quarantined by {actor}: {reason}"
+    else:
+        # Replayed: due now if it has work (or a pending notice), else it stays out (nothing to do).
+        due = now if (not job.is_terminal or not job.notified) else None
+        new = replace(
+            job,
+            version=job.version + 1,
+            updated_at=now,
+            quarantined=None,
+            next_check_at=due,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        line = f"replayed by {actor}"
+    entry = HistoryEntry(
+        job_id=job.job_id,
+        table=job.table,
+        seq=new.version,
+        at=now,
+        actor=actor,
+        from_state=job.state,
+        to_state=job.state,
+        reason=line[:300],
+        expires_at=new.expires_at,
+    )
+    return new, entry
 
 
 def check_lease_acquirable(current: Job, owner: str, now: datetime) -> None:
@@ -227,6 +277,13 @@ def check_lease_acquirable(current: Job, owner: str, now: datetime) -> None:
             expected_state=current.state,
             expected_version=current.version,
             detail=f"it has ended ({current.state}); there is nothing to work on",
+        )
+    if current.quarantined is not None:
+        raise JobConflict(
+            current,
+            expected_state=current.state,
+            expected_version=current.version,
+            detail=f"it is quarantined ({current.quarantined}); an operator replays it with `tablebot replay`",
         )
     if current.lease_active(now) and current.lease_owner != owner:
         raise LeaseHeld(

@@ -12,17 +12,19 @@ Expired rows are deleted by `purge_expired`, which the local runner calls from t
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.errors import JobConflict, JobNotFound, StoreUnavailable
+from bot.errors import DamagedRecord, JobConflict, JobNotFound, StoreUnavailable
 from bot.store.model import (
     Clock,
+    DueJobs,
     GateDecision,
     HistoryEntry,
     Job,
@@ -46,11 +48,14 @@ from bot.store.rules import (
     new_job_id,
     plan_acquire_lease,
     plan_create,
+    plan_quarantine,
     plan_release_lease,
     plan_transition,
     plan_update,
 )
 from bot.store.states import TERMINAL_STATES, JobState
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -184,8 +189,8 @@ class SqliteJobStore:
 
     @staticmethod
     def _load(conn: sqlite3.Connection, job_id: str) -> Job | None:
-        row = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else job_from_record(json.loads(row["record"]))
+        row = conn.execute("SELECT job_id, record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else _read(row)
 
     @staticmethod
     def _job_params(job: Job) -> dict[str, Any]:
@@ -330,19 +335,75 @@ class SqliteJobStore:
 
     def due_jobs(
         self, now: datetime | None = None, *, limit: int = 25, states: Collection[JobState] | None = None
-    ) -> list[Job]:
+    ) -> DueJobs:
         at = to_micros(as_utc(now) if now is not None else self._now())
         only = sorted(str(JobState(s)) for s in states) if states is not None else None
         if only == []:
-            return []
-        in_states = f" AND state IN ({', '.join('?' * len(only))})" if only else ""
+            return DueJobs()
+        known = [str(s) for s in JobState]
+        # Rows whose state is not a known one are read too, to be quarantined (never skipped forever).
+        in_states = (
+            f" AND (state IN ({', '.join('?' * len(only))}) OR state NOT IN ({', '.join('?' * len(known))}))"
+            if only
+            else ""
+        )
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT record FROM jobs WHERE due_us IS NOT NULL AND due_us <= ?"  # noqa: S608 - placeholders only
+                "SELECT job_id, record, due_us FROM jobs WHERE due_us IS NOT NULL AND due_us <= ?"  # noqa: S608 - placeholders only
                 f" AND (lease_expires_us IS NULL OR lease_expires_us <= ?){in_states} ORDER BY due_us, job_id LIMIT ?",
-                (at, at, *(only or ()), limit),
+                (at, at, *(only or ()), *(known if only else ()), limit),
             ).fetchall()
-        return [job_from_record(json.loads(r["record"])) for r in rows]
+        due = DueJobs()
+        for row in rows:
+            try:
+                due.append(_read(row))
+            except DamagedRecord as damaged:
+                if self._quarantine_damaged(row, damaged):
+                    due.quarantined.append(damaged)
+        return due
+
+    def _quarantine_damaged(self, row: sqlite3.Row, damaged: DamagedRecord) -> bool:
+        """Take an unreadable row out of the due index, as read (a conditional write): True if this
+        call did it. A row that still parses as a JSON object gets the reason in its record."""
+        record = row["record"]
+        try:
+            parsed = json.loads(record)
+        except ValueError:
+            parsed = None
+        marked = (
+            json.dumps({**parsed, "quarantined": f"damaged record: {damaged.reason}"}, separators=(",", ":"))
+            if isinstance(parsed, dict)
+            else record
+        )
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET due_us = NULL, record = ? WHERE job_id = ? AND record = ? AND due_us = ?",
+                (marked, row["job_id"], record, row["due_us"]),
+            )
+            won = cursor.rowcount == 1
+        if won:
+            log.debug("quarantined job record %s: %s", damaged.key, damaged.reason)  # the caller reports it
+        return won
+
+    def next_due_at(self) -> datetime | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT MIN(due_us) AS due FROM jobs WHERE due_us IS NOT NULL").fetchone()
+        return None if row is None or row["due"] is None else from_micros(row["due"])
+
+    def open_jobs(self, *, limit: int = 500) -> list[Job]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT job_id, record FROM jobs WHERE due_us IS NOT NULL ORDER BY due_us, job_id LIMIT ?", (limit,)
+            ).fetchall()
+        return [job for job in _readable(rows) if not job.is_terminal]
+
+    def set_quarantine(self, job: Job, *, actor: str, reason: str | None) -> Job:
+        new, entry = plan_quarantine(job, now=self._now(), actor=actor, reason=reason, retention=self.retention)
+        with self._write() as conn:
+            self._current_or_conflict(conn, job)
+            self._save(conn, new, job.version)
+            self._append_history(conn, entry)
+        return new
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -416,8 +477,11 @@ class SqliteJobStore:
             current = self._gate(conn.execute("SELECT * FROM gates WHERE table_name = ?", (table,)).fetchone(), table)
 
             def holder_finished(holder: str) -> bool:
-                held_by = self._load(conn, holder)
-                return held_by is None or held_by.state in TERMINAL_STATES
+                try:
+                    held_by = self._load(conn, holder)
+                except DamagedRecord:
+                    return True  # an unreadable holder never sends again: its gate is free
+                return held_by is None or held_by.state in TERMINAL_STATES or held_by.quarantined is not None
 
             decision = decide_gate(
                 current,
@@ -477,14 +541,14 @@ class SqliteJobStore:
         with self._read() as conn:
             if table is None:
                 rows = conn.execute(
-                    "SELECT record FROM jobs ORDER BY created_us DESC, job_id DESC LIMIT ?", (limit,)
+                    "SELECT job_id, record FROM jobs ORDER BY created_us DESC, job_id DESC LIMIT ?", (limit,)
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT record FROM jobs WHERE table_name = ? ORDER BY created_us DESC, job_id DESC LIMIT ?",
+                    "SELECT job_id, record FROM jobs WHERE table_name = ? ORDER BY created_us DESC, job_id DESC LIMIT ?",
                     (table, limit),
                 ).fetchall()
-        return [job_from_record(json.loads(r["record"])) for r in rows]
+        return list(_readable(rows))
 
     def claim_once(self, key: str, value: str, *, ttl_seconds: float) -> tuple[bool, str]:
         now = int(self._now().timestamp())
@@ -510,3 +574,24 @@ class SqliteJobStore:
             ):
                 removed += conn.execute(statement, (epoch,)).rowcount
         return removed
+
+
+def _read(row: sqlite3.Row) -> Job:
+    """The job of a row; `DamagedRecord` (keyed `JOB#<id>`) when its record cannot be read."""
+    key = f"JOB#{row['job_id']}"
+    try:
+        record = json.loads(row["record"])
+    except json.JSONDecodeError as exc:
+        raise DamagedRecord(key, f"the record is not JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise DamagedRecord(key, "the record is not a JSON object")
+    return job_from_record(record, key=key)
+
+
+def _readable(rows: Iterable[sqlite3.Row]) -> Iterator[Job]:
+    """The jobs of the rows that can be read; the others are logged and left out of a listing."""
+    for row in rows:
+        try:
+            yield _read(row)
+        except DamagedRecord as damaged:
+            log.warning("job record %s left out of a listing: %s", damaged.key, damaged.reason)
