@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Checks the deployment offline: builds the Lambda package, packages serverless.yml with
-# `osls package` (no AWS credentials, no network: dummy credentials below), checks that every
-# function's handler module is in the package, and lints the CloudFormation template with
-# cfn-lint. Exits non-zero on any error. Run `bash scripts/setup.sh` first.
+# Checks the deployment offline: builds the Lambda package from the lock file, checks that it
+# holds no development server and fits Lambda's 250 MB, builds it a second time from scratch
+# and compares the two (same files, contents and versions), packages serverless.yml with
+# `osls package` (no AWS credentials, no network: dummy credentials below) three ways, and for
+# each template checks that every function's handler module is in the package, lints it with
+# cfn-lint and scans it with checkov, which must find nothing that is neither fixed nor skipped
+# with a reason (docs/security.md). Exits non-zero on any error. Run `bash scripts/setup.sh` first.
 #
 #   bash scripts/check-deploy.sh
 #
+# checkov and cfn-lint live in their own virtualenv, .venv/deploy-check, installed here from
+# requirements/deploy-check.txt (exact versions and hashes; a few seconds with uv).
 # TABLES_FILE (default examples/tables.toml) is the tables file packaged for the check.
 # LAMBDA_PYTHON, when set (or when `python3.12` runs), is used to import the handler modules
 # from the built package, as Lambda's python3.12 runtime would.
@@ -14,7 +19,6 @@ cd "$(dirname "$0")/.."
 
 tables_file=${TABLES_FILE:-examples/tables.toml}
 stage=ci
-cfn_lint_spec='cfn-lint>=1,<2'
 
 fail() {
   echo "check-deploy: $*" >&2
@@ -23,12 +27,28 @@ fail() {
 
 [ -x .venv/bin/python ] || fail ".venv is missing; run: bash scripts/setup.sh"
 [ -x node_modules/.bin/osls ] || fail "osls is not installed (npm); run: bash scripts/setup.sh"
-if [ ! -x .venv/bin/cfn-lint ]; then
-  echo "check-deploy: installing $cfn_lint_spec into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check "$cfn_lint_spec"
+
+tools=.venv/deploy-check
+tools_stamp="$tools/.stamp-$(sha256sum requirements/deploy-check.txt | cut -c1-16)"
+if [ ! -f "$tools_stamp" ]; then
+  echo "check-deploy: installing requirements/deploy-check.txt (checkov, cfn-lint) into $tools"
+  rm -rf "$tools"
+  # The Python of .venv (3.11 unless PYTHON said otherwise); uv comes from the development lock.
+  .venv/bin/uv venv --quiet --python .venv/bin/python "$tools"
+  .venv/bin/uv pip install --quiet --python "$tools/bin/python" --require-hashes --no-deps \
+    -r requirements/deploy-check.txt
+  touch "$tools_stamp"
 fi
 
 bash scripts/build-lambda.sh "$tables_file"
+.venv/bin/python scripts/lambda_package.py check build/lambda.zip requirements/lambda.txt ||
+  fail "build/lambda.zip is not fit to deploy"
+
+# Two builds of one commit must ship the same thing: the second installs the lock anew.
+LAMBDA_FRESH_DEPS=1 LAMBDA_ZIP=build/lambda-rebuild.zip bash scripts/build-lambda.sh "$tables_file"
+.venv/bin/python scripts/lambda_package.py compare build/lambda.zip build/lambda-rebuild.zip ||
+  fail "two builds of the same commit differ: the package is not reproducible"
+rm -f build/lambda-rebuild.zip
 
 # osls wants credentials to exist even for `package`, which calls no AWS API. These are fake.
 export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
@@ -61,8 +81,18 @@ if missing:
     sys.exit("check-deploy: " + "\n  ".join(missing))
 PY
   # W3005 (a DependsOn also implied by a Ref/GetAtt) is how Serverless writes its templates.
-  .venv/bin/cfn-lint --ignore-checks W3005 -- "$template" || fail "cfn-lint found problems in $template ($1)"
+  "$tools/bin/cfn-lint" --ignore-checks W3005 -- "$template" || fail "cfn-lint found problems in $template ($1)"
   echo "check-deploy: $1: template valid (cfn-lint clean)"
+  # --skip-download: offline, no platform account (checkov would fetch guidelines otherwise).
+  local report
+  report=$(mktemp)
+  "$tools/bin/checkov" --file "$template" --framework cloudformation --skip-download --output json >"$report" 2>/dev/null || true
+  # The skips and their reasons are listed once, for the first template.
+  .venv/bin/python scripts/checkov_summary.py "$report" "$1" ${2:-} || {
+    rm -f "$report"
+    fail "checkov: $1: findings neither fixed nor skipped with a reason"
+  }
+  rm -f "$report"
 }
 
 # 1. As a first deploy would be: no source buckets.
@@ -72,9 +102,14 @@ check_template "default settings"
 # 2. With source prefixes, so the generated source-read policy is packaged and linted too.
 node_modules/.bin/osls package --stage "$stage" \
   --param="sourcePrefixes=example-ops-tables/tablebot/uploads/,s3://example-exports/" || fail "osls package (sources) failed"
-check_template "with sourcePrefixes"
+check_template "with sourcePrefixes" --brief
 
-# 3. Import the handlers the way Lambda does, when a Python 3.12 is at hand.
+# 3. With a customer-managed KMS key (resources/kms-key.js): the key on every store, its policy.
+node_modules/.bin/osls package --stage "$stage" \
+  --param="kmsKeyArn=arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" || fail "osls package (kmsKeyArn) failed"
+check_template "with kmsKeyArn" --brief
+
+# 4. Import the handlers the way Lambda does, when a Python 3.12 is at hand.
 lambda_python=${LAMBDA_PYTHON:-python3.12}
 # pyenv keeps other Pythons off PATH: look there too before giving up.
 is_312() { "$1" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; }

@@ -384,3 +384,107 @@ SLACK_SCOPES = {
     "users_info": {"users:read"},
     "reactions_add": {"reactions:write"},
 }
+
+
+def test_functions_have_concurrency_limits_and_the_api_a_rate_limit(service: dict[str, Any]) -> None:
+    params = service["params"]["default"]
+    functions = service["functions"]
+    assert functions["slack"]["reservedConcurrency"] == "${param:slackConcurrency}"
+    assert functions["poll"]["reservedConcurrency"] == "${param:pollConcurrency}"
+    # Runs start every minute and may last the whole timeout: the limit must not throttle them.
+    assert params["pollConcurrency"] >= -(-functions["poll"]["timeout"] // 60)
+    assert params["slackConcurrency"] >= 10
+    stage = next(r for r in service["resources"] if "extensions" in r)["extensions"]["HttpApiStage"]
+    assert stage["Properties"]["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": "${param:apiRateLimit}",
+        "ThrottlingBurstLimit": "${param:apiBurstLimit}",
+    }
+    # The HTTP API's access log: no header or body (the signature, the payload) in its format.
+    access_log = json.loads(service["custom"]["accessLogFormat"])
+    assert service["provider"]["logs"]["httpApi"]["format"] == "${self:custom.accessLogFormat}"
+    assert {"requestId", "ip", "status", "routeKey"} <= access_log.keys()
+    assert not any("header" in v.lower() or "body" in v.lower() for v in access_log.values())
+
+
+def test_staged_files_are_versioned_for_a_while_and_the_queue_is_encrypted(resources: dict[str, Any]) -> None:
+    bucket = resources["StagingBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    # Versioning without these would keep every deleted staged file for ever.
+    assert rules["remove-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"]
+    assert rules["remove-expired-delete-markers"]["ExpiredObjectDeleteMarker"] is True
+    queue = resources["DeadLetterQueue"]["Properties"]
+    assert queue["KmsMasterKeyId"] == "${file(resources/kms-key.js):queueKey}"
+    assert "SqsManagedSseEnabled" not in queue  # the two are exclusive
+
+
+def _checkov_skips(node: Any, where: str, found: list[tuple[str, str, str]]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "checkov" and isinstance(value, dict) and "skip" in value:
+                skips = value["skip"]
+                if isinstance(skips, str):  # ${self:custom.X}: the list is under custom
+                    continue
+                found.extend((where, s["id"], s.get("comment", "")) for s in skips)
+            else:
+                _checkov_skips(value, f"{where}/{key}", found)
+    elif isinstance(node, list):
+        for item in node:
+            _checkov_skips(item, where, found)
+
+
+def test_every_checkov_skip_has_a_one_line_reason_and_is_in_the_security_doc(
+    service: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    found: list[tuple[str, str, str]] = []
+    _checkov_skips(service["resources"], "serverless.yml", found)
+    _checkov_skips(resources, "resources", found)
+    for name, skips in service["custom"].items():
+        if name.endswith("Skips"):
+            found.extend((f"custom.{name}", s["id"], s.get("comment", "")) for s in skips)
+    assert len(found) >= 7
+    security = (ROOT / "docs/security.md").read_text()
+    for where, check_id, reason in found:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", check_id), (where, check_id)
+        assert reason and "\n" not in reason.strip() and len(reason) < 300, f"{where} {check_id}: one line, please"
+        assert check_id in security, f"{check_id} ({where}) is skipped but not listed in docs/security.md"
+    # Every extension and skip list is used by the template.
+    text = (ROOT / "serverless.yml").read_text()
+    for name in service["custom"]:
+        if name.endswith("Skips"):
+            assert f"${{self:custom.{name}}}" in text
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (bash scripts/setup.sh)")
+def test_a_kms_key_encrypts_every_store_and_only_through_the_bots_services() -> None:
+    script = "const {build} = require('./resources/kms-key.js'); console.log(JSON.stringify(build(process.argv[1])));"
+
+    def build(raw: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["node", "-e", script, raw], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    none = json.loads(build("").stdout)
+    assert none == {"arn": "", "queueKey": "alias/aws/sqs", "resources": {"Resources": {}, "extensions": {}}}
+
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    answer = build(f" {arn} ")
+    assert answer.returncode == 0, answer.stderr
+    built = json.loads(answer.stdout)
+    assert built["queueKey"] == arn
+    extensions = built["resources"]["extensions"]
+    assert set(extensions) == {"SlackLogGroup", "PollLogGroup", "HttpApiLogGroup"}
+    assert all(e == {"Properties": {"KmsKeyId": arn}} for e in extensions.values())
+    overlays = built["resources"]["Resources"]
+    assert overlays["JobsTable"]["Properties"]["SSESpecification"]["KMSMasterKeyId"] == arn
+    (sse,) = overlays["StagingBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn}
+    policy = overlays["KmsKeyUsePolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "SlackRole"}, {"Ref": "PollerRole"}]
+    for statement in policy["PolicyDocument"]["Statement"]:
+        assert statement["Resource"] == arn
+        assert "kms:ViaService" in statement["Condition"]["StringEquals"]
+        assert all("*" not in action for action in as_list(statement["Action"]))
+
+    for wrong in ("alias/tablebot", "arn:aws:kms:eu-west-1:123456789012:alias/x", "*"):
+        refused = build(wrong)
+        assert refused.returncode != 0, wrong
+        assert "must be a KMS key ARN" in refused.stderr

@@ -1,4 +1,4 @@
-"""BigPanda mapping-enrichment tables: the vendor's rules, as its API pages state them.
+"""BigPanda mapping-enrichment tables: the vendor's rules, as its API pages state them (docs/upstream-apis.md).
 
 "No field longer than 32K": we read 32K as 32,768 bytes of the value encoded as UTF-8 (the lead's
 decision). Counting bytes is the stricter reading, so a value that passes here also passes if

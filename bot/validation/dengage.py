@@ -1,4 +1,4 @@
-"""D·engage data tables, UpsertData-Async: the vendor's rules, as its API page states them.
+"""D·engage data tables, UpsertData-Async: the vendor's rules, as its API page states them (docs/upstream-apis.md).
 
 - The header line is separated by `;` or `,`: we pick the one whose titles match the table best.
 - Every table column must be in the file (under its own name, or under the file header that
