@@ -1,5 +1,4 @@
-"""The clients against answers the real services may give (api-facts, "facts added after the first
-version"): each case runs `tablebot upload --wait` (or the client) against the sandboxes over HTTP,
+"""The clients against answers the real services may give (docs/upstream-apis.md): each case runs `tablebot upload --wait` (or the client) against the sandboxes over HTTP,
 set to the variant, on both targets where the case applies to both.
 """
 

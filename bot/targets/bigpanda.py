@@ -9,7 +9,7 @@ undocumented.
 Resending: a re-sent upload replaces the table with the same bytes, so after a `5xx` or a timeout
 the client sends the whole body again (re-opened from its `ByteSource`).
 
-Settings (extra keys under `[targets.X]`, with their defaults; unknowns of api-facts.md marked *):
+Settings (extra keys under `[targets.X]`, with their defaults; unknowns of docs/upstream-apis.md marked *):
 - `requests_per_second` = 5 (the documented limit per organization)
 - `max_file_bytes` = 500 MB (500 * 1024 * 1024, the documented file limit)
 - `max_attempts` = 5, `backoff_seconds` = 0.5, `max_backoff_seconds` = 30 (retries of 429/5xx)

@@ -16,7 +16,7 @@ boundaries into parts, each a complete CSV (header + rows) whose request fits. P
 go at least `part_spacing_seconds` apart (the API allows one call a minute per table), each after
 the previous part's job is done (the caller waits; `TableSpacer` enforces the spacing).
 
-Settings (extra keys under `[targets.X]`); the unknowns of api-facts.md are marked * with their
+Settings (extra keys under `[targets.X]`); the unknowns of docs/upstream-apis.md are marked * with their
 documented defaults:
 - * `status_path` = "/dataspace/async/upsert/{job_id}" (GetStatus, relative to base_url, which ends
   in /rest). Chosen because D·engage's sibling async endpoints read their status at the POST path

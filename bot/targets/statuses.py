@@ -1,6 +1,6 @@
 """Upstream job status words read as families, and a failed job's own text.
 
-Neither vendor documents every word its job status may carry, nor their case (api-facts: "expect
+Neither vendor documents every word its job status may carry, nor their case (docs/upstream-apis.md: "expect
 any case and synonyms"). A word is compared case-insensitively and without separators
 (`PARTIALLY_COMPLETED`, `PartiallyCompleted` and `partially completed` are one word), and falls in
 one of three families:
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 StatusFamily = Literal["done", "failed", "running"]
 
-# The built-in families: the documented words of both vendors and the synonyms api-facts.md lists.
+# The built-in families: the documented words of both vendors and the synonyms docs/upstream-apis.md lists.
 BUILTIN_STATUS_WORDS: Mapping[StatusFamily, tuple[str, ...]] = {
     "done": ("done", "completed", "complete", "success", "succeeded", "successful", "finished"),
     "failed": (
@@ -61,7 +61,7 @@ _OPTION_KEYS: Mapping[StatusFamily, str] = {
     "failed": "failed_statuses",
     "running": "running_statuses",
 }
-# Where a failed job may put its own text (api-facts: error, message, reason, errorList, errors).
+# Where a failed job may put its own text (docs/upstream-apis.md: error, message, reason, errorList, errors).
 FAILURE_TEXT_KEYS = ("error", "message", "reason", "errorMessage", "errorList", "errors")
 # How many consecutive reads of an unknown word before the user is told (`unknown_status_reads`).
 DEFAULT_UNKNOWN_STATUS_READS = 3

@@ -1,4 +1,4 @@
-"""Local emulators of the upstream APIs (demo, local runs, tests), built from api-facts.md.
+"""Local emulators of the upstream APIs (demo, local runs, tests), built from docs/upstream-apis.md.
 
 `tablebot sandbox bigpanda|dengage [--port N] [--settings FILE]` serves one on 127.0.0.1; tests
 start one in a thread with `start_sandbox(kind, ...)` and `stop()` it after.

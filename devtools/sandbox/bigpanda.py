@@ -1,6 +1,6 @@
 """BigPanda emulator: mapping-enrichment tables replaced by `POST .../map`, jobs, schemas (v1.0, v2.1).
 
-Built from api-facts.md, independently of bot.validation (a shared bug would hide itself):
+Built from docs/upstream-apis.md, independently of bot.validation (a shared bug would hide itself):
 - Bearer token among `tokens` (demo: "demo-bigpanda-token"), else 401.
 - 5 requests a second per token, else 429 (`requests_per_second`).
 - Checked while answering the upload (400 with a message): the body is at most `max_file_bytes`,

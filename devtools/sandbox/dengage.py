@@ -1,6 +1,6 @@
 """D·engage emulator: login, UpsertData-Async, GetStatus, table schemas; served under /rest.
 
-Built from api-facts.md, independently of bot.validation. Where a fact is unknown the emulator
+Built from docs/upstream-apis.md, independently of bot.validation. Where a fact is unknown the emulator
 follows the documented default, each a setting (`SandboxSettings`): the status path and words,
 the constant-value and overwrite field names, the upsert answer's envelope (`response_shape`).
 - `POST /rest/login` {"userkey", "password"} (demo: "demo-userkey" / "demo-password") ->
