@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from bot.store import DEFAULT_RETENTION, DynamoJobStore, JobStore, NewJob, SqliteJobStore, create_table
@@ -182,3 +183,19 @@ class LossyProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def job_store(request: pytest.FixtureRequest, tmp_path: Path, kind: str | None = None) -> Iterator[JobStore]:
+    """A fresh job store for a fixture: SQLite in `tmp_path`, or a new table on the suite's
+    DynamoDB Local (`kind` defaults to the fixture's param)."""
+    if (kind or request.param) == "sqlite":
+        sqlite = SqliteJobStore(tmp_path / "jobs.sqlite3")
+        yield sqlite
+        sqlite.close()
+        return
+    endpoint = request.getfixturevalue("dynamodb_endpoint")
+    admin = dynamodb_client(endpoint)
+    table = f"jobs-{uuid.uuid4().hex[:10]}"
+    create_table(admin, table)
+    yield DynamoJobStore(dynamodb_client(endpoint), table)
+    admin.delete_table(TableName=table)

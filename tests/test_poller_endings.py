@@ -4,7 +4,6 @@ local Slack API, and posts every ending exactly once."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from bot.errors import Refused
 from bot.service import NO_JOB_ID, SENDING, Ending, JobService, PollSettings, ending_metadata
 from bot.slack.notify import SlackNotifier
 from bot.staging import FolderStaging
-from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, UpstreamPart, create_table
+from bot.store import Job, JobStore, UpstreamPart
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.poller_support import (
@@ -33,26 +32,12 @@ from tests.poller_support import (
     all_ended,
     run_until,
 )
-from tests.store_support import dynamodb_client
-
-
-def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[JobStore]:
-    if kind == "sqlite":
-        store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-        yield store
-        store.close()
-        return
-    endpoint = request.getfixturevalue("dynamodb_endpoint")
-    admin = dynamodb_client(endpoint)
-    table = f"poller-{uuid.uuid4().hex[:10]}"
-    create_table(admin, table)
-    yield DynamoJobStore(dynamodb_client(endpoint), table)
-    admin.delete_table(TableName=table)
+from tests.store_support import job_store
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    yield from _store(request.param, tmp_path, request)
+    yield from job_store(request, tmp_path)
 
 
 @pytest.fixture

@@ -30,14 +30,14 @@ from bot.service import PollSettings
 from bot.settings import load_settings
 from bot.sources import SourceSettings
 from bot.staging import FolderStaging
-from bot.store import DynamoJobStore, Job, JobStore, SqliteJobStore, create_table
+from bot.store import Job, JobStore
 from bot.store.model import utc_now
 from bot.targets import LimiterRegistry
 from bot.wiring import TargetClients
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import SANDBOX_ENV, Upstream
 from tests.poller_support import ALICE, CHANNEL, FAST, HOSTS_CSV, S, World, all_ended, run_until
-from tests.store_support import dynamodb_client
+from tests.store_support import job_store
 
 APPROVER = "U0BOB0001"
 APPROVER_GROUP = "S0LEADS01"
@@ -45,17 +45,7 @@ APPROVER_GROUP = "S0LEADS01"
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        sqlite = SqliteJobStore(tmp_path / "jobs.sqlite3")
-        yield sqlite
-        sqlite.close()
-        return
-    endpoint = request.getfixturevalue("dynamodb_endpoint")
-    admin = dynamodb_client(endpoint)
-    table = f"stranded-{uuid.uuid4().hex[:10]}"
-    create_table(admin, table)
-    yield DynamoJobStore(dynamodb_client(endpoint), table)
-    admin.delete_table(TableName=table)
+    yield from job_store(request, tmp_path)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ DynamoDB Local): unknown status words told once, unreadable statuses within the 
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,12 @@ import pytest
 
 from bot.config import TablesFile
 from bot.staging import FolderStaging
-from bot.store import DynamoJobStore, JobStore, SqliteJobStore, create_table
+from bot.store import JobStore
 from bot.targets import identity_json
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.poller_support import ALICE, CHANNEL, CONTACTS_CSV, HOSTS_CSV, S, World, all_ended, run_until
-from tests.store_support import dynamodb_client
+from tests.store_support import job_store
 
 FILES = {"hosts": HOSTS_CSV, "contacts": CONTACTS_CSV}
 TABLE_OF = {"bigpanda": "hosts", "dengage": "contacts"}
@@ -27,17 +26,7 @@ TABLE_OF = {"bigpanda": "hosts", "dengage": "contacts"}
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        sqlite = SqliteJobStore(tmp_path / "jobs.sqlite3")
-        yield sqlite
-        sqlite.close()
-        return
-    endpoint = request.getfixturevalue("dynamodb_endpoint")
-    admin = dynamodb_client(endpoint)
-    table = f"answers-{uuid.uuid4().hex[:10]}"
-    create_table(admin, table)
-    yield DynamoJobStore(dynamodb_client(endpoint), table)
-    admin.delete_table(TableName=table)
+    yield from job_store(request, tmp_path)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Local, against the sandboxes and the local Slack API."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,26 +19,16 @@ from bot.poller import Poller, PollerSettings
 from bot.service import PollSettings
 from bot.service.gate import gate_key
 from bot.staging import FolderStaging
-from bot.store import DynamoJobStore, JobStore, SqliteJobStore, create_table
+from bot.store import JobStore
 from devtools.slack_api import LocalSlackApi
 from tests.fixtures_upstream import Upstream
 from tests.poller_support import ALICE, CHANNEL, CONTACTS_CSV, FAST, HOSTS_CSV, S, World, all_ended, run_until
-from tests.store_support import dynamodb_client
+from tests.store_support import job_store
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    if request.param == "sqlite":
-        sqlite = SqliteJobStore(tmp_path / "jobs.sqlite3")
-        yield sqlite
-        sqlite.close()
-        return
-    endpoint = request.getfixturevalue("dynamodb_endpoint")
-    admin = dynamodb_client(endpoint)
-    table = f"start-{uuid.uuid4().hex[:10]}"
-    create_table(admin, table)
-    yield DynamoJobStore(dynamodb_client(endpoint), table)
-    admin.delete_table(TableName=table)
+    yield from job_store(request, tmp_path)
 
 
 @pytest.fixture
